@@ -1,0 +1,1 @@
+"""The compiler: tracing, graph IR, op tables, autodiff, loop IR, renderers."""

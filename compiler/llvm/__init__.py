@@ -1,0 +1,1 @@
+"""LLVM renderer of the loop IR."""

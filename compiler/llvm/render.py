@@ -1,0 +1,379 @@
+"""Render a loop-IR `Program` as an LLVM IR module (text) with one C-ABI entry point.
+
+    int32 name(int64 dim_0, ..., elem* in_0, ..., elem* out_0, ...)
+
+dims in `program.dims` order, then the input and output buffers (`double`,
+`float`, or one byte per `bool`). The status is 0 on success, 1 for a negative
+dim (checked before anything runs) and 2 when a scratch buffer cannot be
+allocated (`fg_alloc` gave NULL; nothing is left allocated).
+
+Index expressions are `symbolic.Dim` polynomials in i64: symbols starting with
+"@" name the innermost enclosing loop of that variable, the others are dims.
+Element-wise ops come from the table in `scalar.py`.
+"""
+
+from __future__ import annotations
+
+from llvmlite import ir
+
+from .. import loopir, symbolic
+from ..errors import CompileError
+from .scalar import (ACC_IDENTITY, ACC_UPDATE, ELEMENT_SIZES, I1, I8, I32, I64, PTR,
+                     SCALAR_TABLE, STORAGE_TYPES, ScalarEmitter, constant, value_type)
+
+STATUS_OK, STATUS_NEGATIVE_DIM, STATUS_NO_MEMORY = 0, 1, 2
+NSW = ("nsw",)
+
+
+def render_program(program: loopir.Program, target_triple: str | None = None) -> str:
+    """LLVM IR text of a module defining `program.name` (see the module doc)."""
+    module = ir.Module(name=program.name)
+    if target_triple is not None:
+        module.triple = target_triple
+    _Renderer(module, program).render()
+    return str(module)
+
+
+def _i64(value: int) -> ir.Constant:
+    return ir.Constant(I64, value)
+
+
+def _llvm_name(name: str) -> str:
+    return name.lstrip(loopir.LOOP_VAR_PREFIX) or "v"
+
+
+class _IndexScopes:
+    """Index values already computed, per loop nesting level.
+
+    A value computed at one level dominates everything that follows at that level
+    and inside it, so lookups search outwards; leaving a loop forgets its level.
+    A loop that shadows a variable is a barrier: outer values may use the old one.
+    """
+
+    def __init__(self):
+        self.frames: list[tuple[dict, bool]] = [({}, False)]
+
+    def push(self, barrier: bool):
+        self.frames.append(({}, barrier))
+
+    def pop(self):
+        self.frames.pop()
+
+    def get(self, key):
+        for values, barrier in reversed(self.frames):
+            if key in values:
+                return values[key]
+            if barrier:
+                return None
+        return None
+
+    def put(self, key, value):
+        self.frames[-1][0][key] = value
+
+
+class _Renderer:
+    def __init__(self, module: ir.Module, program: loopir.Program):
+        self.program = program
+        self.module = module
+        buffers = list(program.inputs) + list(program.outputs)
+        ftype = ir.FunctionType(I32, [I64] * len(program.dims) + [PTR] * len(buffers))
+        self.function = ir.Function(module, ftype, name=program.name)
+        self.function.attributes.add("nounwind")
+        args = self.function.args
+        self.dims = {}
+        for name, arg in zip(program.dims, args):
+            arg.name = _llvm_name(name)
+            self.dims[name] = arg
+        self.pointers = {}  # Buffer (by identity) -> pointer value
+        for buffer, arg in zip(buffers, args[len(program.dims):]):
+            arg.name = buffer.name
+            # inputs are read-only and outputs fresh arrays, so nothing aliases a write
+            arg.add_attribute("noalias")
+            self.pointers[buffer] = arg
+        self.builder = ir.IRBuilder(self.function.append_basic_block("entry"))
+        self.scalar = ScalarEmitter(self.builder)
+        self.loop_vars: dict[str, list[ir.Value]] = {}
+        self.indices = _IndexScopes()
+        self.accumulators: dict[loopir.Accumulator, ir.Value] = {}
+        self.fg_alloc = ir.Function(module, ir.FunctionType(PTR, [I64]), "fg_alloc")
+        self.fg_alloc.attributes.add("nounwind")
+        self.fg_alloc.return_value.add_attribute("noalias")
+        self.fg_free = ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR]), "fg_free")
+        self.fg_free.attributes.add("nounwind")
+
+    # -- the program ---------------------------------------------------------------------
+    def render(self):
+        b = self.builder
+        for acc in _accumulators(self.program.body):
+            self._declare_accumulator(acc)
+        self._check_dims()
+        scratch = self._allocate_scratch()
+        self.statements(self.program.body)
+        for pointer in reversed(scratch):
+            b.call(self.fg_free, [pointer])
+        b.ret(ir.Constant(I32, STATUS_OK))
+
+    def _declare_accumulator(self, acc: loopir.Accumulator):
+        if (acc.op, acc.dtype) not in ACC_IDENTITY:
+            raise CompileError(f"unsupported accumulator {acc.name}: {acc.op} over {acc.dtype}")
+        slot = self.builder.alloca(value_type(acc.dtype), name=acc.name)
+        # an AccRef before any AccInit reads the identity, never an undefined value
+        self.builder.store(self._identity(acc), slot)
+        self.accumulators[acc] = slot
+
+    def _identity(self, acc: loopir.Accumulator) -> ir.Value:
+        return constant(acc.dtype, ACC_IDENTITY[(acc.op, acc.dtype)])
+
+    def _check_dims(self):
+        b = self.builder
+        negative = ir.Constant(I1, 0)
+        for arg in self.dims.values():
+            negative = b.or_(negative, b.icmp_signed("<", arg, _i64(0)))
+        with b.if_then(negative, likely=False):
+            b.ret(ir.Constant(I32, STATUS_NEGATIVE_DIM))
+
+    def _allocate_scratch(self) -> list[ir.Value]:
+        b = self.builder
+        pointers, failed = [], ir.Constant(I1, 0)
+        for buffer in self.program.scratch:
+            nbytes = _i64(ELEMENT_SIZES[buffer.dtype])
+            for extent in buffer.shape:
+                # a negative extent (an empty loop range) allocates nothing
+                size = self.index(symbolic.dim_max(extent, 0))
+                nbytes = b.mul(nbytes, size, flags=NSW)
+            pointer = b.call(self.fg_alloc, [nbytes], name=buffer.name)
+            failed = b.or_(failed, b.icmp_unsigned("==", pointer, ir.Constant(PTR, None)))
+            self.pointers[buffer] = pointer
+            pointers.append(pointer)
+        if pointers:
+            with b.if_then(failed, likely=False):
+                for pointer in reversed(pointers):
+                    b.call(self.fg_free, [pointer])  # fg_free(NULL) does nothing
+                b.ret(ir.Constant(I32, STATUS_NO_MEMORY))
+        return pointers
+
+    # -- statements ----------------------------------------------------------------------
+    def statements(self, stmts):
+        for stmt in stmts:
+            method = _STATEMENTS.get(type(stmt))
+            if method is None:
+                raise CompileError(f"unknown loop-IR statement {stmt!r}")
+            method(self, stmt)
+
+    def loop(self, stmt: loopir.Loop):
+        # preheader → header (i < extent?) → body → latch (i + 1) → header; header → exit
+        b = self.builder
+        extent = self.index(stmt.extent)
+        name = _llvm_name(stmt.var)
+        preheader = b.block
+        header = b.append_basic_block(f"{name}.header")
+        body = b.append_basic_block(f"{name}.body")
+        latch = b.append_basic_block(f"{name}.latch")
+        exit_ = b.append_basic_block(f"{name}.exit")
+        b.branch(header)
+
+        b.position_at_end(header)
+        var = b.phi(I64, name=name)
+        var.add_incoming(_i64(0), preheader)
+        b.cbranch(b.icmp_signed("<", var, extent), body, exit_)
+
+        b.position_at_end(body)
+        self.indices.push(barrier=stmt.var in self.loop_vars)
+        self.loop_vars.setdefault(stmt.var, []).append(var)
+        self.statements(stmt.body)
+        self.loop_vars[stmt.var].pop()
+        if not self.loop_vars[stmt.var]:
+            del self.loop_vars[stmt.var]
+        self.indices.pop()
+        b.branch(latch)
+
+        b.position_at_end(latch)
+        following = b.add(var, _i64(1), name=f"{name}.next", flags=("nuw", "nsw"))
+        var.add_incoming(following, latch)
+        b.branch(header)
+        b.position_at_end(exit_)
+
+    def store(self, stmt: loopir.Store):
+        buffer = stmt.buffer
+        if buffer.kind == "input":
+            raise CompileError(f"store into input buffer {buffer.name}")
+        if stmt.value.dtype != buffer.dtype:
+            raise CompileError(
+                f"store of a {stmt.value.dtype} value into {buffer.name}: {buffer.dtype}"
+            )
+        value = self.expression(stmt.value, {})
+        if buffer.dtype == "bool":
+            value = self.builder.zext(value, I8)
+        self.builder.store(value, self._element_pointer(buffer, stmt.index))
+
+    def acc_init(self, stmt: loopir.AccInit):
+        self.builder.store(self._identity(stmt.acc), self.accumulators[stmt.acc])
+
+    def acc_update(self, stmt: loopir.AccUpdate):
+        acc = stmt.acc
+        if stmt.value.dtype != acc.dtype:
+            raise CompileError(f"{acc.name} ({acc.dtype}) updated with a {stmt.value.dtype}")
+        value = self.expression(stmt.value, {})
+        slot = self.accumulators[acc]
+        current = self.builder.load(slot, typ=value_type(acc.dtype))
+        self.builder.store(ACC_UPDATE[acc.op](self.scalar, current, value), slot)
+
+    def block(self, stmt: loopir.Block):
+        self.statements(stmt.body)
+
+    # -- scalar expressions ----------------------------------------------------------------
+    def expression(self, expr, memo: dict) -> ir.Value:
+        """The value of `expr`; `memo` shares repeated sub-expressions of one statement."""
+        key = id(expr)
+        if key not in memo:
+            method = _EXPRESSIONS.get(type(expr))
+            if method is None:
+                raise CompileError(f"unknown loop-IR expression {expr!r}")
+            memo[key] = method(self, expr, memo)
+        return memo[key]
+
+    def const(self, expr: loopir.Const, memo) -> ir.Value:
+        return constant(expr.dtype, expr.value)
+
+    def dim_value(self, expr: loopir.DimValue, memo) -> ir.Value:
+        return self.builder.sitofp(self.index(expr.dim), value_type(expr.dtype))
+
+    def load(self, expr: loopir.Load, memo) -> ir.Value:
+        buffer = expr.buffer
+        pointer = self._element_pointer(buffer, expr.index)
+        value = self.builder.load(pointer, typ=STORAGE_TYPES[buffer.dtype])
+        if buffer.dtype == "bool":
+            return self.builder.icmp_unsigned("!=", value, ir.Constant(I8, 0))
+        return value
+
+    def acc_ref(self, expr: loopir.AccRef, memo) -> ir.Value:
+        return self.builder.load(self.accumulators[expr.acc], typ=value_type(expr.dtype))
+
+    def apply(self, expr: loopir.Apply, memo) -> ir.Value:
+        row = SCALAR_TABLE.get(expr.op)
+        if row is None:
+            raise CompileError(f"no LLVM rendering for element-wise op {expr.op!r}")
+        args = [self.expression(arg, memo) for arg in expr.args]
+        try:
+            result = row(self.scalar, args, expr.dtype)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise CompileError(f"cannot render {loopir.format_expr(expr)}: {exc}") from exc
+        if result.type != value_type(expr.dtype):
+            raise CompileError(f"{loopir.format_expr(expr)} gave {result.type}, not {expr.dtype}")
+        return result
+
+    def _element_pointer(self, buffer: loopir.Buffer, index) -> ir.Value:
+        pointer = self.pointers.get(buffer)
+        if pointer is None:
+            raise CompileError(f"buffer {buffer.name} is not a buffer of {self.program.name}")
+        return self.builder.gep(
+            pointer, [self.index(index)], inbounds=True, source_etype=STORAGE_TYPES[buffer.dtype]
+        )
+
+    # -- index expressions (i64) -------------------------------------------------------------
+    def index(self, value) -> ir.Value:
+        value = symbolic.simplify(value)
+        if isinstance(value, int):
+            return _i64(value)
+        key = ("dim", value.key)
+        cached = self.indices.get(key)
+        if cached is not None:
+            return cached
+        b = self.builder
+        total = None
+        for monomial, coeff in value.terms:
+            term = None
+            for atom in monomial:
+                factor = self.atom(atom)
+                term = factor if term is None else b.mul(term, factor, flags=NSW)
+            if term is None:
+                term = _i64(coeff)
+            elif coeff != 1:
+                term = b.mul(term, _i64(coeff), flags=NSW)
+            total = term if total is None else b.add(total, term, flags=NSW)
+        self.indices.put(key, total)
+        return total
+
+    def atom(self, atom: symbolic.Atom) -> ir.Value:
+        key = ("atom", atom._key)
+        cached = self.indices.get(key)
+        if cached is not None:
+            return cached
+        b = self.builder
+        if atom.kind == "sym":
+            value = self._symbol(atom.args[0])
+        elif atom.kind == "floordiv":
+            value = self._floordiv(self.index(atom.args[0]), atom.args[1])
+        elif atom.kind in ("max", "min"):
+            left, right = (self.index(arg) for arg in atom.args)
+            keep_left = b.icmp_signed(">" if atom.kind == "max" else "<", left, right)
+            value = b.select(keep_left, left, right)
+        else:
+            raise CompileError(f"unknown index atom {atom!r}")
+        self.indices.put(key, value)
+        return value
+
+    def _symbol(self, name: str) -> ir.Value:
+        if loopir.is_loop_var(name):
+            bound = self.loop_vars.get(name)
+            if not bound:
+                raise CompileError(f"loop variable {name} used outside its loop")
+            return bound[-1]
+        if name not in self.dims:
+            raise CompileError(f"{name} is not a dim of program {self.program.name}")
+        return self.dims[name]
+
+    def _floordiv(self, a: ir.Value, k: int) -> ir.Value:
+        # floor(a / k) for k > 0: truncating division rounds up for negative a
+        b = self.builder
+        if not isinstance(k, int) or k <= 0:
+            raise CompileError(f"floordiv by {k!r}: only a positive int is supported")
+        if k & (k - 1) == 0:
+            return b.ashr(a, _i64(k.bit_length() - 1))
+        quotient = b.sdiv(a, _i64(k))
+        negative_rest = b.icmp_signed("<", b.srem(a, _i64(k)), _i64(0))
+        return b.sub(quotient, b.zext(negative_rest, I64))
+
+
+_STATEMENTS = {
+    loopir.Loop: _Renderer.loop,
+    loopir.Store: _Renderer.store,
+    loopir.AccInit: _Renderer.acc_init,
+    loopir.AccUpdate: _Renderer.acc_update,
+    loopir.Block: _Renderer.block,
+}
+
+_EXPRESSIONS = {
+    loopir.Const: _Renderer.const,
+    loopir.DimValue: _Renderer.dim_value,
+    loopir.Load: _Renderer.load,
+    loopir.AccRef: _Renderer.acc_ref,
+    loopir.Apply: _Renderer.apply,
+}
+
+
+def _accumulators(stmts) -> list[loopir.Accumulator]:
+    """Every accumulator the statements use, in order of first use."""
+    found: dict[loopir.Accumulator, None] = {}
+
+    def visit_expr(expr):
+        if isinstance(expr, loopir.AccRef):
+            found.setdefault(expr.acc)
+        elif isinstance(expr, loopir.Apply):
+            for arg in expr.args:
+                visit_expr(arg)
+
+    def visit(stmt):
+        if isinstance(stmt, (loopir.Loop, loopir.Block)):
+            for inner in stmt.body:
+                visit(inner)
+        elif isinstance(stmt, (loopir.AccInit, loopir.AccUpdate)):
+            found.setdefault(stmt.acc)
+            if isinstance(stmt, loopir.AccUpdate):
+                visit_expr(stmt.value)
+        elif isinstance(stmt, loopir.Store):
+            visit_expr(stmt.value)
+
+    for stmt in stmts:
+        visit(stmt)
+    return list(found)

@@ -1,0 +1,224 @@
+"""Element-wise ops as LLVM IR: one row per op of the op table.
+
+Every row has the same signature, `row(em, args, dtype) -> ir.Value`: `em` is the
+`ScalarEmitter` (builder plus declarations), `args` the operand values (already
+of matching types) and `dtype` the result dtype. Floats follow IEEE 754 with no
+fast-math flags, so NaN and ±inf propagate like NumPy. Transcendentals call the
+C library (`exp` / `expf`, ...); a later change may swap rows for vectorizable
+polynomial versions without touching the renderer.
+"""
+
+from __future__ import annotations
+
+from llvmlite import ir
+
+I1 = ir.IntType(1)
+I8 = ir.IntType(8)
+I32 = ir.IntType(32)
+I64 = ir.IntType(64)
+PTR = ir.PointerType()
+
+#: The type of a scalar value of each dtype (a bool is an i1 in registers).
+VALUE_TYPES = {"float64": ir.DoubleType(), "float32": ir.FloatType(), "bool": I1}
+#: The type of an element in memory (a bool is one byte, 0 or 1).
+STORAGE_TYPES = {"float64": ir.DoubleType(), "float32": ir.FloatType(), "bool": I8}
+ELEMENT_SIZES = {"float64": 8, "float32": 4, "bool": 1}
+
+
+def value_type(dtype: str) -> ir.Type:
+    return VALUE_TYPES[dtype]
+
+
+def constant(dtype: str, value) -> ir.Constant:
+    if dtype == "bool":
+        return ir.Constant(I1, int(bool(value)))
+    return ir.Constant(VALUE_TYPES[dtype], float(value))
+
+
+class ScalarEmitter:
+    """What a row needs: the builder and lazily declared C-library functions."""
+
+    def __init__(self, builder: ir.IRBuilder):
+        self.builder = builder
+        self.module = builder.module
+
+    def call_libm(self, name: str, args) -> ir.Value:
+        """`name(args)` in double, `namef(args)` in float."""
+        ftype = args[0].type
+        if isinstance(ftype, ir.FloatType):
+            name = name + "f"
+        function = self.module.globals.get(name)
+        if function is None:
+            function = ir.Function(self.module, ir.FunctionType(ftype, [ftype] * len(args)), name)
+            # errno is not observed: the call is a pure function of its operands
+            function.attributes.add("nounwind")
+            function.attributes.add("readnone")
+        return self.builder.call(function, args)
+
+    def call_intrinsic(self, name: str, args) -> ir.Value:
+        function = self.module.declare_intrinsic(name, [args[0].type])
+        return self.builder.call(function, args)
+
+    def float_const(self, like: ir.Value, value: float) -> ir.Constant:
+        return ir.Constant(like.type, value)
+
+
+# -- rows -------------------------------------------------------------------------------
+def _libm(name):
+    def row(em, args, dtype):
+        return em.call_libm(name, args)
+
+    return row
+
+
+def _intrinsic(name):
+    def row(em, args, dtype):
+        return em.call_intrinsic(name, args)
+
+    return row
+
+
+def _sign(em, args, dtype):
+    # sign(x) = +1 for x > 0, −1 for x < 0, x itself for ±0 and NaN
+    (x,) = args
+    b = em.builder
+    zero, one, minus_one = (em.float_const(x, v) for v in (0.0, 1.0, -1.0))
+    negative = b.select(b.fcmp_ordered("<", x, zero), minus_one, x)
+    return b.select(b.fcmp_ordered(">", x, zero), one, negative)
+
+
+def _logistic(em, args, dtype):
+    # σ(x) = 1/(1+e^−x) for x ≥ 0, e^x/(1+e^x) otherwise: with e = exp(−|x|) no exp
+    # overflows, and the value is bit-identical to the two-branch formula.
+    (x,) = args
+    b = em.builder
+    e = em.call_libm("exp", [b.fneg(em.call_intrinsic("llvm.fabs", [x]))])
+    one = em.float_const(x, 1.0)
+    numerator = b.select(b.fcmp_ordered(">=", x, em.float_const(x, 0.0)), one, e)
+    return b.fdiv(numerator, b.fadd(one, e))
+
+
+def _extremum(ordered_op):
+    # NumPy: maximum(a, b) = a if (a > b or a is NaN) else b, so a NaN in either wins
+    def row(em, args, dtype):
+        a, c = args
+        b = em.builder
+        a_wins = b.or_(b.fcmp_ordered(ordered_op, a, c), b.fcmp_unordered("uno", a, a))
+        return b.select(a_wins, a, c)
+
+    return row
+
+
+def _compare(op, ordered=True):
+    # Floats compare like C (`ne` is unordered: NaN != NaN); bools compare as 0 < 1.
+    def row(em, args, dtype):
+        a, c = args
+        b = em.builder
+        if isinstance(a.type, ir.IntType):
+            return b.icmp_unsigned(op, a, c)
+        if ordered:
+            return b.fcmp_ordered(op, a, c)
+        return b.fcmp_unordered(op, a, c)
+
+    return row
+
+
+def _binary(method):
+    def row(em, args, dtype):
+        return getattr(em.builder, method)(*args)
+
+    return row
+
+
+def _select(em, args, dtype):
+    cond, a, c = args
+    return em.builder.select(cond, a, c)
+
+
+def _cast(em, args, dtype):
+    (x,) = args
+    b = em.builder
+    target = VALUE_TYPES[dtype]
+    if x.type == target:
+        return x
+    if target == I1:  # float → bool: x != 0, and NaN is true
+        return b.fcmp_unordered("!=", x, ir.Constant(x.type, 0.0))
+    if x.type == I1:
+        return b.uitofp(x, target)
+    if ELEMENT_SIZES[dtype] > _float_width(x.type):
+        return b.fpext(x, target)
+    return b.fptrunc(x, target)
+
+
+def _float_width(ftype) -> int:
+    return 8 if isinstance(ftype, ir.DoubleType) else 4
+
+
+SCALAR_TABLE = {
+    # unary floats
+    "neg": lambda em, args, dtype: em.builder.fneg(args[0]),
+    "abs": _intrinsic("llvm.fabs"),
+    "sign": _sign,
+    "exp": _libm("exp"),
+    "log": _libm("log"),
+    "log1p": _libm("log1p"),
+    "expm1": _libm("expm1"),
+    "sqrt": _intrinsic("llvm.sqrt"),
+    "tanh": _libm("tanh"),
+    "sin": _libm("sin"),
+    "cos": _libm("cos"),
+    "logistic": _logistic,
+    # binary floats
+    "add": _binary("fadd"),
+    "sub": _binary("fsub"),
+    "mul": _binary("fmul"),
+    "div": _binary("fdiv"),
+    "pow": _libm("pow"),
+    "maximum": _extremum(">"),
+    "minimum": _extremum("<"),
+    # comparisons → i1
+    "lt": _compare("<"),
+    "le": _compare("<="),
+    "gt": _compare(">"),
+    "ge": _compare(">="),
+    "eq": _compare("=="),
+    "ne": _compare("!=", ordered=False),
+    # masks
+    "logical_and": _binary("and_"),
+    "logical_or": _binary("or_"),
+    "logical_not": lambda em, args, dtype: em.builder.not_(args[0]),
+    "select": _select,
+    "cast": _cast,
+}
+
+#: The op names the scalar table handles.
+SCALAR_OPS = frozenset(SCALAR_TABLE)
+
+
+# -- accumulators ------------------------------------------------------------------------
+def _acc_extremum(ordered_op, bool_method):
+    # acc = (acc > v or acc is NaN) ? acc : v: a NaN value, or a NaN acc, is kept
+    def update(em, acc, value):
+        b = em.builder
+        if acc.type == I1:
+            return getattr(b, bool_method)(acc, value)
+        acc_wins = b.or_(b.fcmp_ordered(ordered_op, acc, value), b.fcmp_unordered("uno", acc, acc))
+        return b.select(acc_wins, acc, value)
+
+    return update
+
+
+#: acc op= value, per accumulator op.
+ACC_UPDATE = {
+    "add": lambda em, acc, value: em.builder.fadd(acc, value),
+    "max": _acc_extremum(">", "or_"),
+    "min": _acc_extremum("<", "and_"),
+}
+
+#: The identity of each accumulator op, per dtype (bool max/min are any/all).
+ACC_IDENTITY = {
+    ("add", "float64"): 0.0, ("add", "float32"): 0.0,
+    ("max", "float64"): float("-inf"), ("max", "float32"): float("-inf"),
+    ("min", "float64"): float("inf"), ("min", "float32"): float("inf"),
+    ("max", "bool"): False, ("min", "bool"): True,
+}

@@ -1,0 +1,192 @@
+"""The loop IR: the backend-neutral contract between scheduling and the renderers.
+
+A compiled function lowers to one `Program`:
+
+- `dims`: the names of its `int64` dim parameters, in ABI order;
+- `inputs`, `outputs`: buffers given by the caller (C-contiguous, row-major);
+- `scratch`: buffers the program allocates (`fg_alloc`) and frees itself;
+- `body`: statements.
+
+Statements: `Loop` (for var in range(extent)), `Store` (buffer[index] = value),
+`AccInit` / `AccUpdate` (scalar accumulators for reductions), and `Block`.
+Scalar expressions: `Const`, `DimValue`, `Load`, `AccRef`, and `Apply` of an
+element-wise op of the op table (neg, exp, add, select, cast, lt, ...).
+
+Indices are `symbolic.Dim` polynomials whose symbols are loop variables (names
+start with `@`) or dims of the program; a buffer index is the *linear* element
+offset. Extents are dims. Nothing here names LLVM or CUDA.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Union
+
+from .symbolic import Dim, DimLike
+
+LOOP_VAR_PREFIX = "@"
+
+
+def loop_var(k: int) -> Dim:
+    return Dim.symbol(f"{LOOP_VAR_PREFIX}i{k}")
+
+
+def is_loop_var(name: str) -> bool:
+    return name.startswith(LOOP_VAR_PREFIX)
+
+
+@dataclass(frozen=True, eq=False)
+class Buffer:
+    name: str
+    dtype: str  # "float32", "float64" or "bool" (one byte per element)
+    shape: tuple  # of DimLike; the element count is their product
+    kind: str  # "input", "output" or "scratch"
+
+
+# -- scalar expressions -------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class Const:
+    value: float
+    dtype: str
+
+
+@dataclass(frozen=True, eq=False)
+class DimValue:
+    """A dim (or any index expression) converted to a float."""
+
+    dim: DimLike
+    dtype: str
+
+
+@dataclass(frozen=True, eq=False)
+class Load:
+    buffer: Buffer
+    index: DimLike
+
+    @property
+    def dtype(self) -> str:
+        return self.buffer.dtype
+
+
+@dataclass(frozen=True, eq=False)
+class Accumulator:
+    name: str
+    op: str  # "add", "max" or "min"
+    dtype: str
+
+
+@dataclass(frozen=True, eq=False)
+class AccRef:
+    acc: Accumulator
+
+    @property
+    def dtype(self) -> str:
+        return self.acc.dtype
+
+
+@dataclass(frozen=True, eq=False)
+class Apply:
+    """An element-wise op of the op table applied to scalars (`cast` has a target dtype)."""
+
+    op: str
+    args: tuple
+    dtype: str
+
+
+Expr = Union[Const, DimValue, Load, AccRef, Apply]
+
+
+# -- statements ------------------------------------------------------------------------
+@dataclass(eq=False)
+class Loop:
+    var: str  # a loop variable name, starting with "@"
+    extent: DimLike
+    body: list
+    kind: str = "serial"  # "serial", "parallel" or "vector": a hint to the renderer
+
+
+@dataclass(eq=False)
+class Store:
+    buffer: Buffer
+    index: DimLike
+    value: Expr
+
+
+@dataclass(eq=False)
+class AccInit:
+    """acc = identity of acc.op (0, -inf or +inf)."""
+
+    acc: Accumulator
+
+
+@dataclass(eq=False)
+class AccUpdate:
+    """acc = acc op value (max/min propagate NaN, like NumPy)."""
+
+    acc: Accumulator
+    value: Expr
+
+
+@dataclass(eq=False)
+class Block:
+    body: list
+
+
+Stmt = Union[Loop, Store, AccInit, AccUpdate, Block]
+
+
+@dataclass(eq=False)
+class Program:
+    name: str
+    dims: list[str]
+    inputs: list[Buffer]
+    outputs: list[Buffer]
+    scratch: list[Buffer] = field(default_factory=list)
+    body: list = field(default_factory=list)
+
+    def __str__(self):
+        return format_program(self)
+
+
+# -- printing ---------------------------------------------------------------------------
+def format_expr(e) -> str:
+    if isinstance(e, Const):
+        return repr(e.value)
+    if isinstance(e, DimValue):
+        return f"float({e.dim!r})"
+    if isinstance(e, Load):
+        return f"{e.buffer.name}[{e.index!r}]"
+    if isinstance(e, AccRef):
+        return e.acc.name
+    args = ", ".join(format_expr(a) for a in e.args)
+    suffix = f" -> {e.dtype}" if e.op == "cast" else ""
+    return f"{e.op}({args}){suffix}"
+
+
+def format_program(program: Program) -> str:
+    lines = []
+    params = program.dims + [
+        f"{b.kind} {b.name}: {b.dtype}[{', '.join(map(repr, b.shape))}]"
+        for b in program.inputs + program.outputs
+    ]
+    lines.append(f"program {program.name}({', '.join(params)}):")
+    for b in program.scratch:
+        lines.append(f"  scratch {b.name}: {b.dtype}[{', '.join(map(repr, b.shape))}]")
+
+    def emit(stmts, depth):
+        pad = "  " * depth
+        for s in stmts:
+            if isinstance(s, Loop):
+                lines.append(f"{pad}for {s.var} in range({s.extent!r}):  # {s.kind}")
+                emit(s.body, depth + 1)
+            elif isinstance(s, Store):
+                lines.append(f"{pad}{s.buffer.name}[{s.index!r}] = {format_expr(s.value)}")
+            elif isinstance(s, AccInit):
+                lines.append(f"{pad}{s.acc.name} = identity({s.acc.op}, {s.acc.dtype})")
+            elif isinstance(s, AccUpdate):
+                lines.append(f"{pad}{s.acc.name} {s.acc.op}= {format_expr(s.value)}")
+            elif isinstance(s, Block):
+                emit(s.body, depth)
+
+    emit(program.body, 1)
+    return "\n".join(lines)

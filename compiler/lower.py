@@ -1,0 +1,309 @@
+"""Lowering: graph IR → loop IR.
+
+Each graph node is either *materialized* (it gets a buffer, written by a loop
+nest of its own) or *inlined* (its scalar expression is computed where it is
+read). A node is materialized when it is a parameter or an output, when its
+computation has a loop structure of its own (reductions, matrix products,
+embeddings), or when inlining it would repeat real work (it is read by several
+consumers, or broadcast over a larger domain, or read by a matrix product).
+Everything else, element-wise chains and layout changes included, is fused
+into the loop nest of the node that reads it.
+
+The rows of `ELEMENT` say how to read element `idx` of a node from its inputs.
+"""
+
+from __future__ import annotations
+
+from . import symbolic
+from .errors import FusegradError
+from .ir import Function, Node, toposort, users
+from .loopir import (AccInit, Accumulator, AccRef, AccUpdate, Apply, Buffer, Const, DimValue,
+                     Load, Loop, Program, Store, loop_var)
+from .ops.elementwise import BINARY, COMPARE, LOGICAL, UNARY
+from .ops.reduce import REDUCTIONS
+
+ELEMENTWISE = set(UNARY + BINARY + COMPARE + LOGICAL + ("select", "cast"))
+LAYOUT = {"broadcast_to", "reshape", "transpose", "slice"}
+OWN_LOOPS = set(REDUCTIONS) | {"matmul", "embed"}
+LEAVES = {"const", "dim"}
+
+
+def linear_index(idx, shape):
+    """Row-major offset of index `idx` in an array of `shape`."""
+    offset, stride = symbolic.Dim.const(0), symbolic.Dim.const(1)
+    for i, d in reversed(list(zip(idx, shape))):
+        offset = offset + symbolic.as_dim(i) * stride
+        stride = stride * symbolic.as_dim(d)
+    return symbolic.simplify(offset)
+
+
+def _is_one(d) -> bool:
+    return d == 1
+
+
+def _squeeze_like(x: Node, y: Node) -> bool:
+    """Whether reshape x → y only inserts or removes size-1 axes."""
+    a = [d for d in x.shape if not _is_one(d)]
+    b = [d for d in y.shape if not _is_one(d)]
+    return len(a) == len(b) and all(symbolic.dims_equal(p, q) for p, q in zip(a, b))
+
+
+# -- which nodes get a buffer ------------------------------------------------------------
+# Ops so cheap that recomputing them beats a round trip through memory.
+CHEAP = {"neg", "abs", "cast"}
+
+
+def _computes(node: Node, cache: dict[int, bool]) -> bool:
+    """Whether reading one element of `node` (inlined) does real arithmetic."""
+    if node.id not in cache:
+        if node.op in CHEAP:
+            cache[node.id] = _computes(node.inputs[0], cache)
+        elif node.op in ELEMENTWISE:
+            cache[node.id] = True
+        elif node.op in LAYOUT:
+            cache[node.id] = _computes(node.inputs[0], cache)
+        else:
+            cache[node.id] = False
+    return cache[node.id]
+
+
+def choose_materialized(function: Function) -> set[int]:
+    nodes = function.nodes()
+    readers = users(nodes)
+    computes: dict[int, bool] = {}
+    chosen = {p.node.id for p in function.params} | {o.id for o in function.outputs}
+    for node in nodes:
+        if node.op in OWN_LOOPS:
+            chosen.add(node.id)
+        if node.op == "reshape" and not _squeeze_like(node.inputs[0], node):
+            chosen.add(node.inputs[0].id)
+        if node.op == "matmul":
+            chosen.update(i.id for i in node.inputs if _computes(i, computes))
+        if node.op == "broadcast_to" and _computes(node.inputs[0], computes):
+            chosen.add(node.inputs[0].id)
+    for node in nodes:
+        distinct = {r.id for r in readers.get(node.id, [])}
+        if len(distinct) > 1 or len(readers.get(node.id, [])) > 1:
+            if _computes(node, computes) and node.op in ELEMENTWISE:
+                chosen.add(node.id)
+    # A layout node over a materialized node is a free re-indexing, never a buffer
+    # of its own unless it is an output.
+    return chosen
+
+
+# -- lowering ------------------------------------------------------------------------------
+class _Lowering:
+    def __init__(self, function: Function):
+        self.function = function
+        self.materialized = choose_materialized(function)
+        self.buffers: dict[int, Buffer] = {}
+        self.body: list = []
+        self.scratch: list[Buffer] = []
+        self.acc_count = 0
+
+    def element(self, node: Node, idx: tuple):
+        """The scalar expression of node[idx]."""
+        if node.id in self.buffers:
+            return Load(self.buffers[node.id], linear_index(idx, node.shape))
+        rule = ELEMENT.get(node.op)
+        if rule is None:
+            raise FusegradError(f"internal error: cannot inline op {node.op!r}")
+        return rule(self, node, idx)
+
+    def accumulator(self, op: str, dtype: str) -> Accumulator:
+        self.acc_count += 1
+        return Accumulator(f"acc{self.acc_count}", op, dtype)
+
+    def nest(self, shape, make_body, first_var: int = 0):
+        """Loops over `shape` (row-major); make_body(idx) gives the innermost statements.
+        An axis of size 1 needs no loop: its index is 0."""
+        idx = tuple(
+            0 if _is_one(d) else loop_var(first_var + k) for k, d in enumerate(shape)
+        )
+        stmts = make_body(idx)
+        for k in reversed(range(len(shape))):
+            if not _is_one(shape[k]):
+                kind = "vector" if k == len(shape) - 1 else "serial"
+                stmts = [Loop(idx[k].name, shape[k], stmts, kind)]
+        return stmts
+
+    def compute_into(self, node: Node, buffer: Buffer):
+        emit = EMIT.get(node.op)
+        if emit is not None:
+            self.body.extend(emit(self, node, buffer))
+            return
+        self.body.extend(
+            self.nest(node.shape, lambda idx: [
+                Store(buffer, linear_index(idx, node.shape), self._inline(node, idx))
+            ])
+        )
+
+    def _inline(self, node, idx):
+        rule = ELEMENT.get(node.op)
+        if rule is None:
+            raise FusegradError(f"internal error: no lowering for op {node.op!r}")
+        return rule(self, node, idx)
+
+    def copy(self, source: Buffer, target: Buffer, shape):
+        self.body.extend(
+            self.nest(shape, lambda idx: [
+                Store(target, linear_index(idx, shape), Load(source, linear_index(idx, shape)))
+            ])
+        )
+
+    def run(self) -> Program:
+        function = self.function
+        inputs = []
+        for param in function.params:
+            buffer = Buffer(param.name, param.node.dtype, param.node.shape, "input")
+            inputs.append(buffer)
+            self.buffers.setdefault(param.node.id, buffer)
+        outputs = [
+            Buffer(f"out{k}", o.dtype, o.shape, "output") for k, o in enumerate(function.outputs)
+        ]
+        first_output = {}
+        for node, buffer in zip(function.outputs, outputs):
+            first_output.setdefault(node.id, buffer)
+        for node in toposort(function.outputs):
+            if node.id not in self.materialized or node.id in self.buffers:
+                continue
+            buffer = first_output.get(node.id)
+            if buffer is None:
+                buffer = Buffer(f"t{len(self.scratch)}", node.dtype, node.shape, "scratch")
+                self.scratch.append(buffer)
+            self.compute_into(node, buffer)
+            self.buffers[node.id] = buffer
+        for node, buffer in zip(function.outputs, outputs):
+            if self.buffers[node.id] is not buffer:
+                self.copy(self.buffers[node.id], buffer, node.shape)
+        return Program(
+            name=function.name,
+            dims=function.dim_symbols(),
+            inputs=inputs,
+            outputs=outputs,
+            scratch=self.scratch,
+            body=self.body,
+        )
+
+
+def lower(function: Function) -> Program:
+    return _Lowering(function).run()
+
+
+# -- element rules: node[idx] from its inputs ----------------------------------------------
+def _elementwise(low, node, idx):
+    args = tuple(low.element(i, idx) for i in node.inputs)
+    return Apply(node.op, args, node.dtype)
+
+
+def _const(low, node, idx):
+    return Const(node.attr("value"), node.dtype)
+
+
+def _dim(low, node, idx):
+    return DimValue(node.attr("dim"), node.dtype)
+
+
+def _broadcast(low, node, idx):
+    x = node.inputs[0]
+    lead = node.ndim - x.ndim
+    inner = tuple(0 if _is_one(d) else idx[lead + k] for k, d in enumerate(x.shape))
+    return low.element(x, inner)
+
+
+def _transpose(low, node, idx):
+    perm = node.attr("perm")
+    inner = [None] * len(perm)
+    for axis, source in enumerate(perm):
+        inner[source] = idx[axis]
+    return low.element(node.inputs[0], tuple(inner))
+
+
+def _slice(low, node, idx):
+    starts, steps = node.attr("starts"), node.attr("steps")
+    inner = tuple(
+        symbolic.simplify(symbolic.as_dim(s) + symbolic.as_dim(i) * st)
+        for s, st, i in zip(starts, steps, idx)
+    )
+    return low.element(node.inputs[0], inner)
+
+
+def _reshape(low, node, idx):
+    x = node.inputs[0]
+    if _squeeze_like(x, node):
+        kept = iter([i for i, d in zip(idx, node.shape) if not _is_one(d)])
+        inner = tuple(0 if _is_one(d) else next(kept) for d in x.shape)
+        return low.element(x, inner)
+    # x is materialized row-major, so both share the linear offset.
+    return Load(low.buffers[x.id], linear_index(idx, node.shape))
+
+
+ELEMENT = {op: _elementwise for op in ELEMENTWISE}
+ELEMENT.update({
+    "const": _const, "dim": _dim, "broadcast_to": _broadcast, "transpose": _transpose,
+    "slice": _slice, "reshape": _reshape,
+})
+
+
+# -- nodes with loop structure of their own -------------------------------------------------
+_ACC_OP = {"reduce_sum": "add", "reduce_max": "max", "reduce_min": "min"}
+
+
+def _emit_reduction(low, node, buffer):
+    x = node.inputs[0]
+    axes = node.attr("axes")
+    kept = [k for k in range(x.ndim) if k not in axes]
+    acc = low.accumulator(_ACC_OP[node.op], node.dtype)
+
+    def body(out_idx):
+        full = [None] * x.ndim
+        for k, i in zip(kept, out_idx):
+            full[k] = i
+        red_idx = tuple(
+            0 if _is_one(x.shape[k]) else loop_var(len(kept) + j) for j, k in enumerate(axes)
+        )
+        for k, i in zip(axes, red_idx):
+            full[k] = i
+        inner = [AccUpdate(acc, low.element(x, tuple(full)))]
+        for j in reversed(range(len(axes))):
+            if not _is_one(x.shape[axes[j]]):
+                inner = [Loop(red_idx[j].name, x.shape[axes[j]], inner, "serial")]
+        return [AccInit(acc), *inner, Store(buffer, linear_index(out_idx, node.shape), AccRef(acc))]
+
+    return low.nest(node.shape, body)
+
+
+def _emit_matmul(low, node, buffer):
+    a, b = node.inputs
+    acc = low.accumulator("add", node.dtype)
+
+    def body(idx):
+        i, j = idx
+        k = 0 if _is_one(a.shape[1]) else loop_var(2)
+        product = Apply("mul", (low.element(a, (i, k)), low.element(b, (k, j))), node.dtype)
+        update = [AccUpdate(acc, product)]
+        if not _is_one(a.shape[1]):
+            update = [Loop(k.name, a.shape[1], update, "serial")]
+        return [AccInit(acc), *update, Store(buffer, linear_index(idx, node.shape), AccRef(acc))]
+
+    return low.nest(node.shape, body)
+
+
+def _emit_embed(low, node, buffer):
+    x = node.inputs[0]
+    zero = Const(0.0, node.dtype)
+    fill = low.nest(node.shape, lambda idx: [Store(buffer, linear_index(idx, node.shape), zero)])
+    starts, steps = node.attr("starts"), node.attr("steps")
+
+    def scatter(idx):
+        target = tuple(
+            symbolic.simplify(symbolic.as_dim(s) + symbolic.as_dim(i) * st)
+            for s, st, i in zip(starts, steps, idx)
+        )
+        return [Store(buffer, linear_index(target, node.shape), low.element(x, idx))]
+
+    return fill + low.nest(x.shape, scatter)
+
+
+EMIT = {op: _emit_reduction for op in REDUCTIONS}
+EMIT.update({"matmul": _emit_matmul, "embed": _emit_embed})

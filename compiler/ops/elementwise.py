@@ -1,0 +1,177 @@
+"""Element-wise ops and leaves: shape rules, NumPy reference, derivative rules.
+
+Primitive element-wise nodes take operands of one shape and one dtype;
+`compiler.build` inserts the broadcasts and casts. Each VJP rule reads like the
+math: for y = f(x), x̄ = ȳ · f'(x).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import build as B
+from .. import shapes
+from ..errors import DTypeError
+from ..ir import FLOAT_DTYPES
+from .tables import EVALUATE, NOT_DIFFERENTIABLE, SHAPE, VJP
+
+UNARY = ("neg", "abs", "sign", "exp", "log", "log1p", "expm1", "sqrt", "tanh", "sin", "cos",
+         "logistic")
+BINARY = ("add", "sub", "mul", "div", "pow", "maximum", "minimum")
+COMPARE = ("lt", "le", "gt", "ge", "eq", "ne")
+LOGICAL = ("logical_and", "logical_or", "logical_not")
+
+
+# -- shape rules ----------------------------------------------------------------
+def _same_shape(op, inputs):
+    shape = list(inputs[0].shape)
+    for other in inputs[1:]:
+        if len(other.shape) != len(shape):
+            raise AssertionError(f"internal: {op} operands of different rank")
+        for k, d in enumerate(other.shape):
+            shape[k] = shapes.require_equal(shape[k], d, f"{op}: operand dims")
+    return tuple(shape)
+
+
+def _float_rule(op):
+    def rule(inputs, attrs):
+        dtypes = {i.dtype for i in inputs}
+        if len(dtypes) != 1 or not dtypes <= set(FLOAT_DTYPES):
+            raise DTypeError(f"internal: {op} needs float operands of one dtype, got {dtypes}")
+        return inputs[0].dtype, _same_shape(op, inputs)
+
+    return rule
+
+
+def _mask_rule(op):
+    def rule(inputs, attrs):
+        if op.startswith("logical") and any(i.dtype != "bool" for i in inputs):
+            raise DTypeError(f"internal: {op} needs bool operands")
+        return "bool", _same_shape(op, inputs)
+
+    return rule
+
+
+def _select_rule(inputs, attrs):
+    cond, a, b = inputs
+    if cond.dtype != "bool" or a.dtype != b.dtype:
+        raise DTypeError("internal: select(bool, x, x) expected")
+    return a.dtype, _same_shape("where", inputs)
+
+
+for _op in UNARY + BINARY:
+    SHAPE[_op] = _float_rule(_op)
+for _op in COMPARE + LOGICAL:
+    SHAPE[_op] = _mask_rule(_op)
+SHAPE["select"] = _select_rule
+SHAPE["cast"] = lambda inputs, attrs: (attrs["dtype"], inputs[0].shape)
+SHAPE["const"] = lambda inputs, attrs: (attrs["dtype"], ())
+SHAPE["dim"] = lambda inputs, attrs: (attrs["dtype"], ())
+SHAPE["param"] = lambda inputs, attrs: (attrs["dtype"], attrs["shape"])
+
+
+# -- reference interpreter ------------------------------------------------------------
+def _logistic(x):
+    # Two branches so that no exp overflows: σ(x) = 1/(1+e^-x) = e^x/(1+e^x).
+    e = np.exp(np.minimum(x, 0))
+    return np.where(x >= 0, 1 / (1 + np.exp(-np.maximum(x, 0))), e / (1 + e))
+
+
+_NUMPY_UNARY = {
+    "neg": np.negative, "abs": np.abs, "sign": np.sign, "exp": np.exp, "log": np.log,
+    "log1p": np.log1p, "expm1": np.expm1, "sqrt": np.sqrt, "tanh": np.tanh, "sin": np.sin,
+    "cos": np.cos, "logistic": lambda x: _logistic(x).astype(x.dtype),
+}
+_NUMPY_BINARY = {
+    "add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divide,
+    "pow": np.power, "maximum": np.maximum, "minimum": np.minimum,
+    "lt": np.less, "le": np.less_equal, "gt": np.greater, "ge": np.greater_equal,
+    "eq": np.equal, "ne": np.not_equal,
+    "logical_and": np.logical_and, "logical_or": np.logical_or,
+}
+
+
+def _numpy_rule(function):
+    def rule(node, values, dims):
+        with np.errstate(all="ignore"):
+            return np.asarray(function(*values), dtype=node.dtype)
+
+    return rule
+
+
+for _op, _fn in _NUMPY_UNARY.items():
+    EVALUATE[_op] = _numpy_rule(_fn)
+for _op, _fn in _NUMPY_BINARY.items():
+    EVALUATE[_op] = _numpy_rule(_fn)
+EVALUATE["logical_not"] = _numpy_rule(np.logical_not)
+EVALUATE["select"] = _numpy_rule(np.where)
+EVALUATE["cast"] = lambda node, values, dims: values[0].astype(node.dtype)
+EVALUATE["const"] = lambda node, values, dims: np.asarray(node.attr("value"), dtype=node.dtype)
+EVALUATE["dim"] = lambda node, values, dims: np.asarray(
+    node.attr("dim").evaluate(dims), dtype=node.dtype
+)
+EVALUATE["param"] = lambda node, values, dims: AssertionError("params are bound, not evaluated")
+
+
+# -- reverse-mode derivative rules: (ȳ, y) -> (x̄, ...) -------------------------------
+def _x(y, k=0):
+    return y.inputs[k]
+
+
+VJP.update({
+    "neg": lambda ct, y: (B.neg(ct),),
+    "abs": lambda ct, y: (B.mul(ct, B.unary("sign", _x(y))),),
+    "exp": lambda ct, y: (B.mul(ct, y),),                                   # (eˣ)' = eˣ
+    "log": lambda ct, y: (B.div(ct, _x(y)),),                               # 1/x
+    "log1p": lambda ct, y: (B.div(ct, B.add(_x(y), 1.0)),),                 # 1/(1+x)
+    "expm1": lambda ct, y: (B.mul(ct, B.add(y, 1.0)),),                     # eˣ = y + 1
+    "sqrt": lambda ct, y: (B.div(B.mul(ct, 0.5), y),),                      # 1/(2√x)
+    "tanh": lambda ct, y: (B.mul(ct, B.sub(1.0, B.mul(y, y))),),            # 1 − tanh²
+    "sin": lambda ct, y: (B.mul(ct, B.unary("cos", _x(y))),),
+    "cos": lambda ct, y: (B.neg(B.mul(ct, B.unary("sin", _x(y)))),),
+    "logistic": lambda ct, y: (B.mul(ct, B.mul(y, B.sub(1.0, y))),),        # σ(1 − σ)
+    "add": lambda ct, y: (ct, ct),
+    "sub": lambda ct, y: (ct, B.neg(ct)),
+    "mul": lambda ct, y: (B.mul(ct, _x(y, 1)), B.mul(ct, _x(y, 0))),
+    "div": lambda ct, y: (B.div(ct, _x(y, 1)), B.neg(B.div(B.mul(ct, y), _x(y, 1)))),
+})
+
+
+def _pow_vjp(ct, y):
+    # y = xᵖ:  x̄ = ȳ·p·xᵖ⁻¹,  p̄ = ȳ·y·log x  (taken as 0 where x = 0, as JAX does)
+    x, p = y.inputs
+    x_bar = B.mul(ct, B.mul(p, B.power(x, B.sub(p, 1.0))))
+    if B.const_value(p) is not None:
+        return x_bar, None
+    log_x = B.select(B.compare("eq", x, 0.0), 0.0, B.unary("log", x))
+    return x_bar, B.mul(ct, B.mul(y, log_x))
+
+
+def _extremum_vjp(strict):
+    # The larger (smaller) operand takes the cotangent; a tie splits it evenly.
+    def rule(ct, y):
+        a, b = y.inputs
+        share_a = B.select(B.compare(strict, a, b), 1.0, B.select(B.compare("eq", a, b), 0.5, 0.0))
+        share_a = B.cast(share_a, ct.dtype)
+        return B.mul(ct, share_a), B.mul(ct, B.sub(1.0, share_a))
+
+    return rule
+
+
+def _select_vjp(ct, y):
+    cond = y.inputs[0]
+    return None, B.select(cond, ct, 0.0), B.select(cond, 0.0, ct)
+
+
+def _cast_vjp(ct, y):
+    x = y.inputs[0]
+    return (B.cast(ct, x.dtype) if x.dtype in FLOAT_DTYPES else None,)
+
+
+VJP["pow"] = _pow_vjp
+VJP["maximum"] = _extremum_vjp("gt")
+VJP["minimum"] = _extremum_vjp("lt")
+VJP["select"] = _select_vjp
+VJP["cast"] = _cast_vjp
+for _op in COMPARE + LOGICAL + ("sign", "const", "dim", "param"):
+    VJP[_op] = NOT_DIFFERENTIABLE

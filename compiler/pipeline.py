@@ -1,0 +1,26 @@
+"""The compiler as a flat list of passes, each a pure function from IR to IR.
+
+    traced graph ─ verify ─ lower (choose buffers, fuse element-wise work) ─ loop IR
+
+Later passes (simplification, fusion across reductions, BLAS calls) slot into
+these lists; a reader sees the whole compiler here.
+"""
+
+from __future__ import annotations
+
+from .ir import Function
+from .loopir import Program
+from .lower import lower
+from .verify import verify
+
+GRAPH_PASSES = [verify]
+
+
+def optimize_graph(function: Function) -> Function:
+    for graph_pass in GRAPH_PASSES:
+        function = graph_pass(function)
+    return function
+
+
+def to_loop_ir(function: Function) -> Program:
+    return lower(optimize_graph(function))

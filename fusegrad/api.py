@@ -1,0 +1,197 @@
+"""`fg.compile` and `fg.compile_grad`: traced, compiled, cached, called.
+
+A `CompiledFunction` traces its Python function once per *specialization*
+(the arguments' dtypes, ranks and which dims are 1), lowers the graph to one
+native kernel and keeps it. Every call whose arguments share a specialization
+reuses that kernel, for any sizes.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import threading
+
+import numpy as np
+
+from .annotations import ArrayType
+from .compiler.errors import DTypeError, FusegradError, ShapeError
+from .compiler.trace import ArgSpec, trace
+from .transforms import parameter_names, value_and_grad
+
+_FLOAT_KINDS = "f"
+
+
+class CompiledFunction:
+    """A Python function over arrays, compiled to native code on first use."""
+
+    def __init__(self, fn, name: str | None = None):
+        self.fn = fn
+        self.__name__ = name or getattr(fn, "__name__", "function")
+        self.__doc__ = getattr(fn, "__doc__", None)
+        self.__wrapped__ = fn
+        self.param_names = parameter_names(fn)
+        self.signature = inspect.signature(fn)
+        self.annotations = _read_annotations(fn, self.param_names)
+        self._specializations: dict = {}
+        self._lock = threading.Lock()
+
+    # -- calling --------------------------------------------------------------
+    def __call__(self, *args, **kwargs):
+        if kwargs or len(args) != len(self.param_names):
+            args = self._bind_arguments(args, kwargs)
+        arrays = self._as_arrays(args)
+        key = _specialization_key(arrays)
+        compiled = self._specializations.get(key)
+        if compiled is None:
+            compiled = self._specialize(key, arrays)
+        return compiled.call(arrays)
+
+    def _bind_arguments(self, args, kwargs):
+        try:
+            bound = self.signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise TypeError(f"{self.__name__}(): {exc}") from None
+        bound.apply_defaults()
+        return tuple(bound.arguments[name] for name in self.param_names)
+
+    def _as_arrays(self, args):
+        arrays = []
+        for name, value in zip(self.param_names, args):
+            arrays.append(_as_array(name, value, self.annotations.get(name)))
+        # Python numbers passed as arguments are weak: they follow the arrays' dtype.
+        array_dtypes = {a.dtype for a, v in zip(arrays, args) if isinstance(v, np.ndarray)}
+        if array_dtypes == {np.dtype("float32")}:
+            arrays = [
+                a.astype(np.float32) if not isinstance(v, np.ndarray) and a.dtype.kind == "f" else a
+                for a, v in zip(arrays, args)
+            ]
+        return arrays
+
+    # -- compiling --------------------------------------------------------------
+    def _specialize(self, key, arrays):
+        with self._lock:
+            compiled = self._specializations.get(key)
+            if compiled is None:
+                function, tree = self.trace(*arrays)
+                from .runtime.kernel import build_kernel
+
+                compiled = build_kernel(function, tree)
+                self._specializations[key] = compiled
+        return compiled
+
+    def trace(self, *args):
+        """The graph IR of this function for arguments like `args` (arrays or shapes)."""
+        arrays = self._as_arrays(args) if args else None
+        specs = [
+            _arg_spec(name, array, self.annotations.get(name))
+            for name, array in zip(self.param_names, arrays)
+        ]
+        return trace(self.fn, specs, name=self.__name__)
+
+    def lower(self, *args):
+        """The traced graph for these arguments, printable (`print(f.lower(x))`)."""
+        return self.trace(*args)[0]
+
+    def kernel(self, *args):
+        """The compiled kernel for arguments like these (shows `.llvm_ir`, `.program`)."""
+        arrays = self._as_arrays(args)
+        key = _specialization_key(arrays)
+        return self._specializations.get(key) or self._specialize(key, arrays)
+
+    @property
+    def cache_size(self) -> int:
+        """Number of compiled specializations (dtypes, ranks, size-1 dims)."""
+        return len(self._specializations)
+
+    def __repr__(self):
+        return f"<fusegrad compiled function {self.__name__}>"
+
+
+def _specialization_key(arrays) -> tuple:
+    """What a trace depends on: each argument's dtype and which of its dims are 1."""
+    return tuple((a.dtype.char, tuple(d == 1 for d in a.shape)) for a in arrays)
+
+
+def _read_annotations(fn, names) -> dict[str, ArrayType]:
+    try:
+        hints = inspect.get_annotations(fn, eval_str=False)
+    except Exception:  # noqa: BLE001 - annotations are optional
+        hints = getattr(fn, "__annotations__", {})
+    return {n: hints[n] for n in names if isinstance(hints.get(n), ArrayType)}
+
+
+def _as_array(name: str, value, annotation: ArrayType | None) -> np.ndarray:
+    if value is None:
+        raise FusegradError(f"argument {name!r} is None; expected an array")
+    if isinstance(value, np.ndarray):
+        array = value
+    elif isinstance(value, (bool, int, float, np.number, np.bool_, list, tuple)):
+        array = np.asarray(value)
+    else:
+        try:
+            array = np.asarray(value)
+        except Exception as exc:  # noqa: BLE001
+            raise DTypeError(f"argument {name!r}: cannot convert {type(value).__name__} to an array") from exc
+    kind = array.dtype.kind
+    if kind == "c":
+        raise DTypeError(f"argument {name!r} is complex ({array.dtype}); fusegrad computes with real float32/float64")
+    if kind not in "biuf":
+        raise DTypeError(
+            f"argument {name!r} has dtype {array.dtype}; expected a float32 or float64 array"
+        )
+    if annotation is not None:
+        if array.dtype.name != annotation.dtype:
+            if kind == "f" and isinstance(value, np.ndarray):
+                raise DTypeError(
+                    f"argument {name!r} is annotated {annotation!r} but has dtype {array.dtype}"
+                )
+            array = array.astype(annotation.dtype)
+        if array.ndim != len(annotation.dims):
+            raise ShapeError(
+                f"argument {name!r} is annotated {annotation!r} ({len(annotation.dims)}-D) "
+                f"but has shape {array.shape}"
+            )
+    elif kind in "iu" or array.dtype.name in ("float16", "longdouble", "float128"):
+        array = array.astype(np.float64)
+    return array
+
+
+def _arg_spec(name: str, array: np.ndarray, annotation: ArrayType | None) -> ArgSpec:
+    dims = []
+    named = []
+    for axis, size in enumerate(array.shape):
+        declared = annotation.dims[axis] if annotation is not None else None
+        if isinstance(declared, int):
+            dims.append(declared)
+        elif size == 1:
+            dims.append(1)  # traced as a broadcastable 1 (size-1 dims are specialized)
+        elif isinstance(declared, str):
+            dims.append(declared)
+            named.append(declared)
+        else:
+            dims.append(f"{name}_{axis}")
+    return ArgSpec(name, array.dtype.name, tuple(dims), tuple(named))
+
+
+def compile(fn=None, *, name: str | None = None):
+    """Compile a traceable function returning an array or a tuple of arrays."""
+    if fn is None:
+        return functools.partial(compile, name=name)
+    if isinstance(fn, CompiledFunction):
+        return fn
+    compiled = CompiledFunction(fn, name=name)
+    functools.update_wrapper(compiled, fn, updated=())
+    return compiled
+
+
+def compile_grad(fn=None, *, wrt=0):
+    """Compile `f` into a kernel returning `(value, gradient)`.
+
+    `wrt` names the parameter(s) to differentiate by name or position; a single
+    one gives `(value, grad)`, a tuple gives `(value, (grad_1, grad_2, ...))`.
+    `compile_grad(f, wrt) == compile(value_and_grad(f, wrt))`.
+    """
+    if fn is None:
+        return functools.partial(compile_grad, wrt=wrt)
+    return compile(value_and_grad(fn, wrt=wrt), name=getattr(fn, "__name__", None))

@@ -1,0 +1,1 @@
+"""fusegrad.runtime: loading and calling compiled kernels (cffi), BLAS, CUDA, cache, AOT."""

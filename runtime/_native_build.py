@@ -1,0 +1,41 @@
+"""cffi API-mode builder for ``fusegrad.runtime._native`` (the C runtime in csrc/).
+
+Used by setup.py through ``cffi_modules=["runtime/_native_build.py:ffibuilder"]``;
+setuptools runs it from the project root under both ``pip install .`` and
+``pip install -e .``.  To rebuild the extension after editing csrc/, rerun
+``pip install -e .``.
+"""
+
+import os
+
+import cffi
+
+# Paths are relative to the project root (the directory of setup.py), which is
+# the working directory while setuptools builds.  setuptools wants relative
+# source paths; os.path.relpath keeps them correct if run from elsewhere.
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_CSRC = os.path.relpath(os.path.join(_ROOT, "csrc"))
+
+CDEF = """
+#define FG_OK ...
+#define FG_ERR_NEGATIVE_DIM ...
+#define FG_ERR_NO_MEMORY ...
+#define FG_ERR_INCONSISTENT ...
+
+void *fg_alloc(int64_t nbytes);
+void fg_free(void *p);
+const char *fg_strerror(int status);
+int fg_runtime_abi_version(void);
+"""
+
+ffibuilder = cffi.FFI()
+ffibuilder.cdef(CDEF)
+ffibuilder.set_source(
+    "fusegrad.runtime._native",
+    '#include "fusegrad_rt.h"\n',
+    sources=[os.path.join(_CSRC, "fusegrad_rt.c")],
+    include_dirs=[_CSRC],
+    depends=[os.path.join(_CSRC, "fusegrad_rt.h")],
+    extra_compile_args=["-O2"],
+)
+

@@ -1,0 +1,40 @@
+"""Access to the C runtime (csrc/) compiled into ``fusegrad.runtime._native``.
+
+Generated kernels call runtime functions such as ``fg_alloc``; the JIT makes
+them resolvable with ``llvmlite.binding.add_symbol(name, address)`` using the
+addresses from :func:`symbol_addresses`.
+"""
+
+from __future__ import annotations
+
+try:
+    from ._native import ffi, lib
+except ImportError as exc:  # pragma: no cover - depends on the install
+    raise ImportError(
+        "fusegrad's C runtime extension (fusegrad.runtime._native) is missing "
+        "or fails to load; rebuild it by reinstalling from the project root "
+        "with `pip install -e .` (original error: %s)" % (exc,)
+    ) from exc
+
+__all__ = ["ffi", "lib", "JIT_SYMBOLS", "symbol_addresses", "strerror", "abi_version"]
+
+#: Runtime functions that generated (JIT) code may call.
+JIT_SYMBOLS = ("fg_alloc", "fg_free")
+
+
+def symbol_addresses() -> dict[str, int]:
+    """Map each name in :data:`JIT_SYMBOLS` to its address as an int."""
+    return {
+        name: int(ffi.cast("uintptr_t", ffi.addressof(lib, name)))
+        for name in JIT_SYMBOLS
+    }
+
+
+def strerror(status: int) -> str:
+    """Message for a kernel status code (``fg_strerror``)."""
+    return ffi.string(lib.fg_strerror(int(status))).decode("utf-8")
+
+
+def abi_version() -> int:
+    """ABI version of the compiled runtime (``fg_runtime_abi_version``)."""
+    return int(lib.fg_runtime_abi_version())
