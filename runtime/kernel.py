@@ -8,6 +8,8 @@ make one cffi call (cffi releases the GIL during it), check the status.
 
 from __future__ import annotations
 
+import threading
+
 import cffi
 import numpy as np
 
@@ -71,5 +73,20 @@ class Kernel:
         return self.tree.unflatten(results)
 
 
+# Compiled kernels by content hash of the traced graph: a graph traced again (by another
+# CompiledFunction, or for another pattern of sizes that gives the same graph) is not
+# compiled again. Dtypes and ranks are part of the graph, so of the key.
+_kernels: dict[tuple, Kernel] = {}
+_kernels_lock = threading.Lock()
+
+
 def build_kernel(function: Function, tree: OutputTree) -> Kernel:
-    return Kernel(function, tree)
+    key = (function.digest, repr(tree.structure))
+    kernel = _kernels.get(key)
+    if kernel is None:
+        with _kernels_lock:
+            kernel = _kernels.get(key)
+            if kernel is None:
+                kernel = Kernel(function, tree)
+                _kernels[key] = kernel
+    return kernel

@@ -15,9 +15,17 @@ W, X, Y = np.ones(3), np.ones((4, 3)), np.ones(4)
 
 
 def test_wrong_ndim_names_the_argument():
-    loss(W, X, Y)
+    @fg.compile_grad
+    def annotated(w: fg.f64["n"], X: fg.f64["m", "n"], y: fg.f64["m"]):
+        return np.sum(np.log1p(np.exp(-y * (X @ w))))
+
     with pytest.raises(fg.ShapeError, match=r"'X'.*2-D"):
+        annotated(W, np.ones(12), Y)
+    # Unannotated, a rank is traced as given: a 1-D X is a dot product that does not fit.
+    with pytest.raises(fg.ShapeError, match=r"'X' has shape \(12,\)"):
         loss(W, np.ones(12), Y)
+    with pytest.raises(fg.ShapeError, match="1-D and 2-D"):
+        loss(W, np.ones((2, 4, 3)), Y)
 
 
 def test_mismatched_dims_name_both_arguments_and_the_operation():

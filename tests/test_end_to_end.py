@@ -63,7 +63,8 @@ def test_float32_kernel_gives_float32_results():
 def test_mixed_float32_and_float64_promote_to_float64():
     w, X, y = logistic_problem(50, 4)
     value, grad = LOSS(w.astype(np.float32), X, y)
-    assert grad.dtype == np.float64  # NumPy promotion: f32 with f64 is f64
+    assert np.asarray(value).dtype == np.float64  # NumPy promotion: f32 with f64 is f64
+    assert grad.dtype == np.float32  # a gradient has its parameter's dtype (as in JAX)
     assert value == pytest.approx(logistic_closed_form(w.astype(np.float32).astype(np.float64), X, y)[0])
 
 

@@ -14,12 +14,27 @@ Element-wise ops come from the table in `scalar.py`.
 
 from __future__ import annotations
 
+import numbers
+
 from llvmlite import ir
 
 from .. import loopir, symbolic
 from ..errors import CompileError
-from .scalar import (ACC_IDENTITY, ACC_UPDATE, ELEMENT_SIZES, I1, I8, I32, I64, PTR,
-                     SCALAR_TABLE, STORAGE_TYPES, ScalarEmitter, constant, value_type)
+from .scalar import (
+    ACC_IDENTITY,
+    ACC_UPDATE,
+    ELEMENT_SIZES,
+    I1,
+    I8,
+    I32,
+    I64,
+    PTR,
+    SCALAR_TABLE,
+    STORAGE_TYPES,
+    ScalarEmitter,
+    constant,
+    value_type,
+)
 
 STATUS_OK, STATUS_NEGATIVE_DIM, STATUS_NO_MEMORY = 0, 1, 2
 NSW = ("nsw",)
@@ -126,6 +141,8 @@ class _Renderer:
 
     def _check_dims(self):
         b = self.builder
+        if not self.dims:
+            return
         negative = ir.Constant(I1, 0)
         for arg in self.dims.values():
             negative = b.or_(negative, b.icmp_signed("<", arg, _i64(0)))
@@ -272,6 +289,8 @@ class _Renderer:
 
     # -- index expressions (i64) -------------------------------------------------------------
     def index(self, value) -> ir.Value:
+        if isinstance(value, numbers.Integral):
+            return _i64(int(value))
         value = symbolic.simplify(value)
         if isinstance(value, int):
             return _i64(value)

@@ -79,11 +79,12 @@ def _intrinsic(name):
 
 
 def _sign(em, args, dtype):
-    # sign(x) = +1 for x > 0, −1 for x < 0, x itself for ±0 and NaN
+    # NumPy: sign(x) = +1 for x > 0, −1 for x < 0, +0 for ±0, NaN for NaN;
+    # x + 0 is exactly that for ±0 and NaN (−0 + +0 = +0)
     (x,) = args
     b = em.builder
     zero, one, minus_one = (em.float_const(x, v) for v in (0.0, 1.0, -1.0))
-    negative = b.select(b.fcmp_ordered("<", x, zero), minus_one, x)
+    negative = b.select(b.fcmp_ordered("<", x, zero), minus_one, b.fadd(x, zero))
     return b.select(b.fcmp_ordered(">", x, zero), one, negative)
 
 
