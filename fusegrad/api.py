@@ -38,6 +38,12 @@ class CompiledFunction:
 
     # -- calling --------------------------------------------------------------
     def __call__(self, *args, **kwargs):
+        # Fast path: NumPy arrays of a specialization seen before (so already checked).
+        if not kwargs and len(args) == len(self.param_names):
+            if all(type(a) is np.ndarray for a in args):
+                compiled = self._specializations.get(_specialization_key(args))
+                if compiled is not None:
+                    return compiled.call_arrays(*args)
         if kwargs or len(args) != len(self.param_names):
             args = self._bind_arguments(args, kwargs)
         arrays = self._as_arrays(args)
@@ -110,7 +116,9 @@ class CompiledFunction:
 
 def _specialization_key(arrays) -> tuple:
     """What a trace depends on: each argument's dtype and which of its dims are 1."""
-    return tuple((a.dtype.char, tuple(d == 1 for d in a.shape)) for a in arrays)
+    return tuple(
+        (a.dtype.char, tuple(d == 1 for d in a.shape) if 1 in a.shape else a.ndim) for a in arrays
+    )
 
 
 def _read_annotations(fn, names) -> dict[str, ArrayType]:

@@ -11,13 +11,12 @@ from __future__ import annotations
 import threading
 
 import cffi
-import numpy as np
 
-from ..compiler import pipeline, symbolic
-from ..compiler.binding import bind_dims
+from ..compiler import pipeline
 from ..compiler.errors import FusegradError, ShapeError
 from ..compiler.ir import Function
 from ..compiler.trace import OutputTree
+from .binder import make_caller
 
 _ffi = cffi.FFI()
 _C_TYPES = {"float64": "double *", "float32": "float *", "bool": "uint8_t *"}
@@ -25,6 +24,9 @@ _C_ARRAYS = {"float64": "double[]", "float32": "float[]", "bool": "uint8_t[]"}
 
 
 class Kernel:
+    ffi = _ffi
+    c_array_types = _C_ARRAYS
+
     def __init__(self, function: Function, tree: OutputTree):
         self.function = function
         self.tree = tree
@@ -38,12 +40,8 @@ class Kernel:
             _C_TYPES[b.dtype] for b in self.program.inputs + self.program.outputs
         ]
         self.c_signature = f"int(*)({', '.join(c_args) or 'void'})"
-        self._entry = _ffi.cast(self.c_signature, self.jit.address)
-        self._output_shapes = [o.shape for o in function.outputs]
-        self._output_dtypes = [np.dtype(o.dtype) for o in function.outputs]
-        self._param_dtypes = [np.dtype(p.node.dtype) for p in function.params]
-        self._input_ctypes = [_C_ARRAYS[b.dtype] for b in self.program.inputs]
-        self._output_ctypes = [_C_ARRAYS[b.dtype] for b in self.program.outputs]
+        self.entry = _ffi.cast(self.c_signature, self.jit.address)
+        self.call_arrays = make_caller(self)
 
     @property
     def llvm_ir(self) -> str:
@@ -51,26 +49,13 @@ class Kernel:
         return self.jit.llvm_ir
 
     def call(self, arrays):
-        arrays = [
-            a if a.dtype == dtype and a.flags.c_contiguous else np.ascontiguousarray(a, dtype=dtype)
-            for a, dtype in zip(arrays, self._param_dtypes)
-        ]
-        dims = bind_dims(self.function, [a.shape for a in arrays])
-        outputs = [
-            np.empty(tuple(symbolic.evaluate(d, dims) for d in shape), dtype=dtype)
-            for shape, dtype in zip(self._output_shapes, self._output_dtypes)
-        ]
-        args = [dims[name] for name in self.program.dims]
-        args += [_ffi.from_buffer(t, a) for t, a in zip(self._input_ctypes, arrays)]
-        args += [_ffi.from_buffer(t, o) for t, o in zip(self._output_ctypes, outputs)]
-        status = self._entry(*args)
-        if status != 0:
-            from .native import strerror
+        return self.call_arrays(*arrays)
 
-            error = ShapeError if status in (1, 3) else FusegradError
-            raise error(f"{self.function.name}: the kernel returned status {status}: {strerror(status)}")
-        results = [o[()] if o.ndim == 0 else o for o in outputs]
-        return self.tree.unflatten(results)
+    def fail(self, status: int):
+        from .native import strerror
+
+        error = ShapeError if status in (1, 3) else FusegradError
+        raise error(f"{self.function.name}: the kernel returned status {status}: {strerror(status)}")
 
 
 # Compiled kernels by content hash of the traced graph: a graph traced again (by another
