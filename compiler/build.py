@@ -51,9 +51,24 @@ def const_value(node: Node):
 
 
 # -- dtypes -------------------------------------------------------------------
+def is_weak(node: Node) -> bool:
+    """Whether a node is computed from Python numbers and dims alone (`0.5 / n`).
+
+    Such values are weak like the Python scalars they come from: they take the
+    dtype of the arrays they meet instead of promoting float32 to float64.
+    """
+    if node.op in ("const", "dim"):
+        return True
+    if node.op == "param" or not node.inputs:
+        return False
+    return all(is_weak(i) for i in node.inputs)
+
+
 def result_dtype(operands) -> str:
-    """NumPy promotion among nodes; Python scalars are weak."""
-    dtypes = {o.dtype for o in operands if isinstance(o, Node)}
+    """NumPy promotion among nodes; Python scalars (and weak nodes) are weak."""
+    nodes = [o for o in operands if isinstance(o, Node)]
+    strong = [n for n in nodes if not is_weak(n)]
+    dtypes = {n.dtype for n in (strong if strong else nodes)}
     if "float64" in dtypes:
         return "float64"
     if "float32" in dtypes:
@@ -210,6 +225,12 @@ def select(cond: Operand, a: Operand, b: Operand) -> Node:
         dtype = "float64"
     nodes = _broadcast_all("where", [cond_node, as_node(a, dtype), as_node(b, dtype)])
     return make("select", nodes)
+
+
+def stop_gradient(x: Node) -> Node:
+    if x.op in ("const", "dim", "stop_gradient"):
+        return x
+    return make("stop_gradient", [x])
 
 
 # -- layout -----------------------------------------------------------------------

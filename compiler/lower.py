@@ -23,7 +23,7 @@ from .ops.elementwise import BINARY, COMPARE, LOGICAL, UNARY
 from .ops.reduce import REDUCTIONS
 
 ELEMENTWISE = set(UNARY + BINARY + COMPARE + LOGICAL + ("select", "cast"))
-LAYOUT = {"broadcast_to", "reshape", "transpose", "slice"}
+LAYOUT = {"broadcast_to", "reshape", "transpose", "slice", "stop_gradient"}
 OWN_LOOPS = set(REDUCTIONS) | {"matmul", "embed"}
 LEAVES = {"const", "dim"}
 
@@ -240,6 +240,7 @@ def _reshape(low, node, idx):
 
 ELEMENT = {op: _elementwise for op in ELEMENTWISE}
 ELEMENT.update({
+    "stop_gradient": lambda low, node, idx: low.element(node.inputs[0], idx),
     "const": _const, "dim": _dim, "broadcast_to": _broadcast, "transpose": _transpose,
     "slice": _slice, "reshape": _reshape,
 })
@@ -249,41 +250,94 @@ ELEMENT.update({
 _ACC_OP = {"reduce_sum": "add", "reduce_max": "max", "reduce_min": "min"}
 
 
+_COMBINE = {"add": "add", "max": "maximum", "min": "minimum"}
+_IDENTITY = {"add": 0.0, "max": float("-inf"), "min": float("inf")}
+
+
+def _accumulate_into(buffer, index, op, value, dtype):
+    """buffer[index] = buffer[index] op value (an accumulation into memory)."""
+    return Store(buffer, index, Apply(_COMBINE[op], (Load(buffer, index), value), dtype))
+
+
+def _fill(low, buffer, shape, value):
+    return low.nest(shape, lambda idx: [Store(buffer, linear_index(idx, shape), Const(value, buffer.dtype))])
+
+
 def _emit_reduction(low, node, buffer):
+    """A reduction over trailing axes keeps a scalar accumulator per output element
+    (its inner loop reads x contiguously). Any other set of axes walks x in row-major
+    order and accumulates into the output buffer, so x is still read contiguously."""
     x = node.inputs[0]
     axes = node.attr("axes")
+    op = _ACC_OP[node.op]
     kept = [k for k in range(x.ndim) if k not in axes]
-    acc = low.accumulator(_ACC_OP[node.op], node.dtype)
+    if tuple(axes) != tuple(range(x.ndim - len(axes), x.ndim)):
+        def update(idx):
+            out_idx = tuple(idx[k] for k in kept)
+            value = low.element(x, idx)
+            return [_accumulate_into(buffer, linear_index(out_idx, node.shape), op, value, node.dtype)]
+
+        return _fill(low, buffer, node.shape, _IDENTITY[op]) + low.nest(x.shape, update)
+    acc = low.accumulator(op, node.dtype)
 
     def body(out_idx):
-        full = [None] * x.ndim
-        for k, i in zip(kept, out_idx):
-            full[k] = i
-        red_idx = tuple(
-            0 if _is_one(x.shape[k]) else loop_var(len(kept) + j) for j, k in enumerate(axes)
+        red_shape = [x.shape[k] for k in axes]
+        inner = low.nest(
+            red_shape,
+            lambda red_idx: [AccUpdate(acc, low.element(x, tuple(out_idx) + tuple(red_idx)))],
+            first_var=len(kept),
         )
-        for k, i in zip(axes, red_idx):
-            full[k] = i
-        inner = [AccUpdate(acc, low.element(x, tuple(full)))]
-        for j in reversed(range(len(axes))):
-            if not _is_one(x.shape[axes[j]]):
-                inner = [Loop(red_idx[j].name, x.shape[axes[j]], inner, "serial")]
         return [AccInit(acc), *inner, Store(buffer, linear_index(out_idx, node.shape), AccRef(acc))]
 
     return low.nest(node.shape, body)
 
 
+def _stride(expr, var) -> int | None:
+    """The stride of loop variable `var` in a Load's index (None: not a plain load)."""
+    if not isinstance(expr, Load) or isinstance(var, int):
+        return None
+    index = symbolic.as_dim(expr.index)
+    for monomial, coeff in index.terms:
+        if len(monomial) == 1 and monomial[0] == var.terms[0][0][0]:
+            return coeff
+    return 0
+
+
 def _emit_matmul(low, node, buffer):
+    """C = A B with the loop order that reads the operands along their rows:
+    - A[i, :] contiguous: C[i, j] = Σ_k A[i, k] B[k, j] as dot products (`ijk`) when
+      B is a column or B[:, j] is contiguous, else rows of C updated by `ikj`;
+    - A stored transposed (Aᵀ row-major, the `Xᵀ r` of a gradient): `kij`, one
+      streaming pass over the rows of Aᵀ accumulating outer products into C."""
     a, b = node.inputs
+    i, k, j = (loop_var(n) for n in range(3))
+    a_k = _stride(low.element(a, (i, k)), k)
+    a_i = _stride(low.element(a, (i, k)), i)
+    b_j = _stride(low.element(b, (k, j)), j)
+    m, inner, n = a.shape[0], a.shape[1], b.shape[1]
+
+    def product(ii, kk, jj):
+        return Apply("mul", (low.element(a, (ii, kk)), low.element(b, (kk, jj))), node.dtype)
+
+    if a_k != 1 and a_i == 1 and not _is_one(m):
+        def update(idx):
+            kk, ii, jj = idx
+            return [_accumulate_into(buffer, linear_index((ii, jj), node.shape), "add",
+                                     product(ii, kk, jj), node.dtype)]
+
+        return _fill(low, buffer, node.shape, 0.0) + low.nest((inner, m, n), update)
+    if b_j == 1 and not _is_one(n):
+        def update(idx):
+            ii, kk, jj = idx
+            return [_accumulate_into(buffer, linear_index((ii, jj), node.shape), "add",
+                                     product(ii, kk, jj), node.dtype)]
+
+        return _fill(low, buffer, node.shape, 0.0) + low.nest((m, inner, n), update)
     acc = low.accumulator("add", node.dtype)
 
     def body(idx):
-        i, j = idx
-        k = 0 if _is_one(a.shape[1]) else loop_var(2)
-        product = Apply("mul", (low.element(a, (i, k)), low.element(b, (k, j))), node.dtype)
-        update = [AccUpdate(acc, product)]
-        if not _is_one(a.shape[1]):
-            update = [Loop(k.name, a.shape[1], update, "serial")]
+        ii, jj = idx
+        update = low.nest((inner,), lambda kk: [AccUpdate(acc, product(ii, kk[0], jj))], first_var=2)
         return [AccInit(acc), *update, Store(buffer, linear_index(idx, node.shape), AccRef(acc))]
 
     return low.nest(node.shape, body)

@@ -108,11 +108,15 @@ def clip(a, a_min=None, a_max=None):
 
 
 def logaddexp(a, b):
-    # log(eᵃ + eᵇ) = max(a, b) + log1p(e^−|a−b|), which never overflows.
+    # log(eᵃ + eᵇ) = max(a, b) + log1p(e^−|a−b|), which never overflows. Where a = b
+    # (±inf included, where a − b is NaN) it is (a + b)/2 + log 2, whose derivative
+    # shares the cotangent evenly, as the tie rule of `maximum` does.
     a, b = to_node(a), to_node(b)
     larger = B.binary("maximum", a, b)
     gap = B.unary("abs", B.sub(a, b))
-    return wrap(B.add(larger, B.unary("log1p", B.unary("exp", B.neg(gap)))))
+    apart = B.add(larger, B.unary("log1p", B.unary("exp", B.neg(gap))))
+    tied = B.add(B.mul(B.add(a, b), 0.5), 0.6931471805599453)
+    return wrap(B.select(B.compare("eq", a, b), tied, apart))
 
 
 def softplus(x):
@@ -122,6 +126,11 @@ def softplus(x):
 
 def relu(x):
     return maximum(x, 0.0)
+
+
+def stop_gradient(x):
+    """x, as a constant for differentiation (its derivative is zero)."""
+    return wrap(B.stop_gradient(_node(x)))
 
 
 def astype(x, dtype):
@@ -186,10 +195,14 @@ def mean(a, axis=None, dtype=None, out=None, keepdims=False, **unsupported):
 
 def logsumexp(a, axis=None, keepdims=False):
     # log Σ eˣ = m + log Σ e^(x−m) with m = max x, so that no exp overflows.
-    # m is a constant shift of the identity: its derivative terms cancel exactly.
+    # m is a constant shift of the identity, so no derivative flows through it.
     x = _node(a)
     axes = shapes.normalize_axes(axis, x.ndim, f"logsumexp(axis={axis!r})")
     peak = B.reduce("reduce_max", x, axes)
+    # An infinite max shifts by 0 instead (inf − inf would be NaN): the sum is then
+    # inf (some x = inf) or 0 (all x = −inf), whose log is the right answer.
+    peak = B.select(B.compare("lt", B.unary("abs", peak), float("inf")), peak, 0.0)
+    peak = B.stop_gradient(peak)
     peak_back = B.broadcast_to(B.expand_axes(peak, axes, x.ndim), x.shape)
     total = B.reduce("reduce_sum", B.unary("exp", B.sub(x, peak_back)), axes)
     result = B.add(B.unary("log", total), peak)
@@ -396,30 +409,33 @@ def _slice_axis(n, slc, axis):
             stop = symbolic.dim_min(int(slc.stop), n)
         extent = symbolic.as_dim(stop) - start
     else:
-        start = _bound(n, slc.start, default=symbolic.as_dim(n) - 1, upper=True)
-        stop = _bound(n, slc.stop, default=-1)
+        start = _bound(n, slc.start, default=symbolic.as_dim(n) - 1, upper=True, floor=-1)
+        stop = _bound(n, slc.stop, default=-1, floor=-1)
         extent = symbolic.as_dim(start) - stop
     size = symbolic.dim_max(symbolic.simplify((extent + (builtins.abs(step) - 1)) // builtins.abs(step)), 0)
     return start, step, size
 
 
-def _bound(n, value, default, upper=False):
+def _bound(n, value, default, upper=False, floor=0):
+    """A slice bound on an axis of symbolic length n: negative values count from the
+    end and are clamped at `floor`; `upper` clamps non-negative ones at n − 1."""
     if value is None:
         return default
     value = int(value)
     if value >= 0:
         return symbolic.dim_min(value, symbolic.as_dim(n) - 1) if upper else value
-    return symbolic.dim_max(symbolic.as_dim(n) + value, 0 if not upper else -1)
+    return symbolic.dim_max(symbolic.as_dim(n) + value, floor)
 
 
 # -- NumPy dispatch -------------------------------------------------------------------------
 UFUNCS = {
     np.add: add, np.subtract: subtract, np.multiply: multiply, np.divide: divide,
-    np.true_divide: divide, np.power: power, np.float_power: power, np.negative: negative,
+    np.true_divide: divide, np.power: power, np.negative: negative,
+    np.float_power: lambda a, b: power(astype(a, "float64"), b),
     np.positive: lambda x: x, np.absolute: abs, np.sign: sign, np.exp: exp, np.log: log,
     np.log1p: log1p, np.expm1: expm1, np.sqrt: sqrt, np.square: square,
     np.reciprocal: reciprocal, np.tanh: tanh, np.sin: sin, np.cos: cos, np.maximum: maximum,
-    np.minimum: minimum, np.fmax: maximum, np.fmin: minimum, np.logaddexp: logaddexp,
+    np.minimum: minimum, np.logaddexp: logaddexp,
     np.less: less, np.less_equal: less_equal, np.greater: greater,
     np.greater_equal: greater_equal, np.equal: equal, np.not_equal: not_equal,
     np.logical_and: logical_and, np.logical_or: logical_or, np.logical_not: logical_not,

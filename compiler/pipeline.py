@@ -1,6 +1,7 @@
 """The compiler as a flat list of passes, each a pure function from IR to IR.
 
-    traced graph ─ verify ─ lower (choose buffers, fuse element-wise work) ─ loop IR
+    traced graph ─ verify ─ lower (choose buffers, fuse element-wise work)
+        ─ fuse_loops (one pass over shared extents, scalar replacement) ─ loop IR
 
 Later passes (simplification, fusion across reductions, BLAS calls) slot into
 these lists; a reader sees the whole compiler here.
@@ -10,10 +11,12 @@ from __future__ import annotations
 
 from .ir import Function
 from .loopir import Program
+from .fuse_loops import fuse_loops
 from .lower import lower
 from .verify import verify
 
 GRAPH_PASSES = [verify]
+LOOP_PASSES = [fuse_loops]
 
 
 def optimize_graph(function: Function) -> Function:
@@ -23,4 +26,7 @@ def optimize_graph(function: Function) -> Function:
 
 
 def to_loop_ir(function: Function) -> Program:
-    return lower(optimize_graph(function))
+    program = lower(optimize_graph(function))
+    for loop_pass in LOOP_PASSES:
+        program = loop_pass(program)
+    return program

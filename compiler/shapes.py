@@ -14,6 +14,8 @@ from __future__ import annotations
 import contextvars
 from dataclasses import dataclass
 
+import numpy as np
+
 from . import symbolic
 from .errors import ShapeError
 from .symbolic import Dim, DimLike, format_dim
@@ -137,8 +139,9 @@ def normalize_axes(axis, ndim: int, where: str) -> tuple[int, ...]:
     axes = axis if isinstance(axis, (tuple, list)) else (axis,)
     result = []
     for a in axes:
-        if isinstance(a, bool) or not isinstance(a, int):
+        if isinstance(a, (bool, np.bool_)) or not isinstance(a, (int, np.integer)):
             raise ShapeError(f"{where}: axis must be an int or a tuple of ints, got {a!r}")
+        a = int(a)
         if not -ndim <= a < ndim:
             raise ShapeError(f"{where}: axis {a} is out of bounds for an array of ndim {ndim}")
         a = a % ndim if ndim else a

@@ -18,7 +18,7 @@ from .compiler.numpy_api import (
     expand_dims, expm1, full_like, greater, greater_equal, less, less_equal, log, log1p,
     log_softmax, logaddexp, logical_and, logical_not, logical_or, logsumexp, matmul, max,
     maximum, mean, min, minimum, multiply, negative, not_equal, ones_like, power, reciprocal,
-    relu, reshape, sigmoid, sign, sin, softmax, softplus, sqrt, square, squeeze, subtract, sum,
+    relu, reshape, sigmoid, sign, sin, softmax, softplus, sqrt, square, squeeze, stop_gradient, subtract, sum,
     tanh, transpose, where, zeros_like,
 )
 from .transforms import grad, value_and_grad
@@ -34,5 +34,6 @@ __all__ = [
     "logical_not", "logical_or", "logsumexp", "matmul", "max", "maximum", "mean", "min",
     "minimum", "multiply", "negative", "not_equal", "ones_like", "power", "reciprocal", "relu",
     "reshape", "sigmoid", "sign", "sin", "softmax", "softplus", "sqrt", "square", "squeeze",
+    "stop_gradient",
     "subtract", "sum", "tanh", "transpose", "where", "zeros_like",
 ]

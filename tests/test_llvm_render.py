@@ -132,7 +132,7 @@ def test_bool_buffers():
 
 def test_scratch_buffer_and_status_2_when_allocation_fails():
     # t = exp(x) in a (n, m) scratch buffer; out = t + 1. A second scratch buffer
-    # of n elements is too large to allocate when n is huge.
+    # of m³ elements is too large to allocate (or to count in bytes) when m is huge.
     x, out = buf("x", "float64", (n, m), "input"), buf("out", "float64", (n, m), "output")
     t, big = buf("t", "float64", (n, m), "scratch"), buf("big", "float64", (m, m, m), "scratch")
     exp_x = L.Apply("exp", (L.Load(x, i),), "float64")
@@ -148,6 +148,7 @@ def test_scratch_buffer_and_status_2_when_allocation_fails():
     kernel = jit_compile(render_program(program), "scratch")
     function = ffi.cast("int32_t(*)(int64_t, int64_t, double*, double*)", kernel.address)
     assert function(1, 2**19, ffi.NULL, ffi.NULL) == 2  # 8·2^57 bytes
+    assert function(1, 2**22, ffi.NULL, ffi.NULL) == 2  # 8·2^66 bytes overflow i64
 
 
 def test_floordiv_and_max_atoms_in_indices():

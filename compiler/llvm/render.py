@@ -153,12 +153,7 @@ class _Renderer:
         b = self.builder
         pointers, failed = [], ir.Constant(I1, 0)
         for buffer in self.program.scratch:
-            nbytes = _i64(ELEMENT_SIZES[buffer.dtype])
-            for extent in buffer.shape:
-                # a negative extent (an empty loop range) allocates nothing
-                size = self.index(symbolic.dim_max(extent, 0))
-                nbytes = b.mul(nbytes, size, flags=NSW)
-            pointer = b.call(self.fg_alloc, [nbytes], name=buffer.name)
+            pointer = b.call(self.fg_alloc, [self._scratch_bytes(buffer)], name=buffer.name)
             failed = b.or_(failed, b.icmp_unsigned("==", pointer, ir.Constant(PTR, None)))
             self.pointers[buffer] = pointer
             pointers.append(pointer)
@@ -168,6 +163,19 @@ class _Renderer:
                     b.call(self.fg_free, [pointer])  # fg_free(NULL) does nothing
                 b.ret(ir.Constant(I32, STATUS_NO_MEMORY))
         return pointers
+
+    def _scratch_bytes(self, buffer: loopir.Buffer) -> ir.Value:
+        """Size of a scratch buffer in bytes; −1 (which fg_alloc refuses) if i64 overflows."""
+        b = self.builder
+        nbytes, overflow = _i64(ELEMENT_SIZES[buffer.dtype]), ir.Constant(I1, 0)
+        for extent in buffer.shape:
+            if not (isinstance(extent, symbolic.Dim) and extent.is_symbol):
+                # an extent below 0 (an empty loop range) allocates nothing
+                extent = symbolic.dim_max(extent, 0)
+            product = b.smul_with_overflow(nbytes, self.index(extent))
+            nbytes = b.extract_value(product, 0)
+            overflow = b.or_(overflow, b.extract_value(product, 1))
+        return b.select(overflow, _i64(-1), nbytes)
 
     # -- statements ----------------------------------------------------------------------
     def statements(self, stmts):

@@ -68,6 +68,8 @@ SHAPE["cast"] = lambda inputs, attrs: (attrs["dtype"], inputs[0].shape)
 SHAPE["const"] = lambda inputs, attrs: (attrs["dtype"], ())
 SHAPE["dim"] = lambda inputs, attrs: (attrs["dtype"], ())
 SHAPE["param"] = lambda inputs, attrs: (attrs["dtype"], attrs["shape"])
+# stop_gradient(x) = x, with a zero derivative (e.g. the shift of a stable logsumexp).
+SHAPE["stop_gradient"] = lambda inputs, attrs: (inputs[0].dtype, inputs[0].shape)
 
 
 # -- reference interpreter ------------------------------------------------------------
@@ -105,6 +107,7 @@ for _op, _fn in _NUMPY_BINARY.items():
     EVALUATE[_op] = _numpy_rule(_fn)
 EVALUATE["logical_not"] = _numpy_rule(np.logical_not)
 EVALUATE["select"] = _numpy_rule(np.where)
+EVALUATE["stop_gradient"] = lambda node, values, dims: values[0]
 EVALUATE["cast"] = lambda node, values, dims: values[0].astype(node.dtype)
 EVALUATE["const"] = lambda node, values, dims: np.asarray(node.attr("value"), dtype=node.dtype)
 EVALUATE["dim"] = lambda node, values, dims: np.asarray(
@@ -173,5 +176,5 @@ VJP["maximum"] = _extremum_vjp("gt")
 VJP["minimum"] = _extremum_vjp("lt")
 VJP["select"] = _select_vjp
 VJP["cast"] = _cast_vjp
-for _op in COMPARE + LOGICAL + ("sign", "const", "dim", "param"):
+for _op in COMPARE + LOGICAL + ("sign", "const", "dim", "param", "stop_gradient"):
     VJP[_op] = NOT_DIFFERENTIABLE

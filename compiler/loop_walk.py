@@ -1,0 +1,133 @@
+"""Walking and rewriting loop-IR statements: what a statement reads and writes,
+and rebuilding statements with indices or loads replaced. The loop passes
+(`fuse_loops`, `parallelize`) are written with these."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from . import symbolic
+from .loopir import (AccInit, AccRef, AccUpdate, Apply, Block, Const, DimValue, Load, Loop,
+                     Store)
+
+
+@dataclass
+class Effects:
+    """Buffers and accumulators a statement list touches (by identity)."""
+
+    reads: set = field(default_factory=set)  # buffers loaded
+    writes: set = field(default_factory=set)  # buffers stored to
+    acc_inits: set = field(default_factory=set)
+    acc_updates: set = field(default_factory=set)
+    acc_reads: set = field(default_factory=set)
+
+    @property
+    def accumulators(self) -> set:
+        return self.acc_inits | self.acc_updates | self.acc_reads
+
+    def depends_on(self, earlier: "Effects") -> bool:
+        """Whether these statements must stay after `earlier` (any shared data with a write)."""
+        return bool(
+            self.reads & earlier.writes
+            or self.writes & (earlier.reads | earlier.writes)
+            or self.accumulators & earlier.accumulators
+        )
+
+
+def expression_effects(expr, effects: Effects):
+    if isinstance(expr, Load):
+        effects.reads.add(expr.buffer)
+    elif isinstance(expr, AccRef):
+        effects.acc_reads.add(expr.acc)
+    elif isinstance(expr, Apply):
+        for arg in expr.args:
+            expression_effects(arg, effects)
+
+
+def effects_of(stmts) -> Effects:
+    effects = Effects()
+    for stmt in _walk(stmts):
+        if isinstance(stmt, Store):
+            effects.writes.add(stmt.buffer)
+            expression_effects(stmt.value, effects)
+        elif isinstance(stmt, AccInit):
+            effects.acc_inits.add(stmt.acc)
+        elif isinstance(stmt, AccUpdate):
+            effects.acc_updates.add(stmt.acc)
+            expression_effects(stmt.value, effects)
+    return effects
+
+
+def _walk(stmts):
+    for stmt in stmts:
+        yield stmt
+        if isinstance(stmt, (Loop, Block)):
+            yield from _walk(stmt.body)
+
+
+def walk(stmts):
+    """Every statement, nested ones included, in program order."""
+    return _walk(stmts)
+
+
+def loads_in(expr):
+    if isinstance(expr, Load):
+        yield expr
+    elif isinstance(expr, Apply):
+        for arg in expr.args:
+            yield from loads_in(arg)
+
+
+# -- rewriting ------------------------------------------------------------------------------
+def _index(value, mapping):
+    return symbolic.substitute(value, mapping) if mapping else value
+
+
+def rewrite_expr(expr, mapping=None, load=None):
+    """The expression with index symbols substituted and each Load passed through `load`."""
+    if isinstance(expr, Load):
+        rebuilt = Load(expr.buffer, _index(expr.index, mapping))
+        return load(rebuilt) if load else rebuilt
+    if isinstance(expr, Apply):
+        return Apply(expr.op, tuple(rewrite_expr(a, mapping, load) for a in expr.args), expr.dtype)
+    if isinstance(expr, DimValue):
+        return DimValue(_index(expr.dim, mapping), expr.dtype)
+    assert isinstance(expr, (Const, AccRef)), expr
+    return expr
+
+
+def rewrite(stmts, mapping=None, load=None, store=None, acc=None):
+    """Rebuilt statements: indices substituted by `mapping` (symbol name → dim), loads
+    passed through `load`, stores through `store` (may return None to drop it),
+    accumulators renamed by the dict `acc`."""
+    result = []
+    for stmt in stmts:
+        if isinstance(stmt, Loop):
+            body = rewrite(stmt.body, mapping, load, store, acc)
+            result.append(Loop(stmt.var, _index(stmt.extent, mapping), body, stmt.kind))
+        elif isinstance(stmt, Block):
+            result.append(Block(rewrite(stmt.body, mapping, load, store, acc)))
+        elif isinstance(stmt, Store):
+            rebuilt = Store(stmt.buffer, _index(stmt.index, mapping),
+                            _rename_acc(rewrite_expr(stmt.value, mapping, load), acc))
+            rebuilt = store(rebuilt) if store else rebuilt
+            if rebuilt is not None:
+                result.append(rebuilt)
+        elif isinstance(stmt, AccInit):
+            result.append(AccInit((acc or {}).get(stmt.acc, stmt.acc)))
+        elif isinstance(stmt, AccUpdate):
+            value = _rename_acc(rewrite_expr(stmt.value, mapping, load), acc)
+            result.append(AccUpdate((acc or {}).get(stmt.acc, stmt.acc), value))
+        else:
+            raise TypeError(f"unknown statement {stmt!r}")
+    return result
+
+
+def _rename_acc(expr, acc):
+    if not acc:
+        return expr
+    if isinstance(expr, AccRef):
+        return AccRef(acc.get(expr.acc, expr.acc))
+    if isinstance(expr, Apply):
+        return Apply(expr.op, tuple(_rename_acc(a, acc) for a in expr.args), expr.dtype)
+    return expr
