@@ -187,6 +187,8 @@ def power(x: Operand, p: Operand) -> Node:
     exponent = const_value_of(p)
     if exponent is not None and isinstance(x, Node):
         x = cast(x, result_dtype([x, p]))
+        if exponent == 0.0:
+            return constant(1.0, x.dtype, x.shape)
         if exponent == 1.0:
             return x
         if exponent == 2.0:

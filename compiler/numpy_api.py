@@ -108,15 +108,9 @@ def clip(a, a_min=None, a_max=None):
 
 
 def logaddexp(a, b):
-    # log(eᵃ + eᵇ) = max(a, b) + log1p(e^−|a−b|), which never overflows. Where a = b
-    # (±inf included, where a − b is NaN) it is (a + b)/2 + log 2, whose derivative
-    # shares the cotangent evenly, as the tie rule of `maximum` does.
-    a, b = to_node(a), to_node(b)
-    larger = B.binary("maximum", a, b)
-    gap = B.unary("abs", B.sub(a, b))
-    apart = B.add(larger, B.unary("log1p", B.unary("exp", B.neg(gap))))
-    tied = B.add(B.mul(B.add(a, b), 0.5), 0.6931471805599453)
-    return wrap(B.select(B.compare("eq", a, b), tied, apart))
+    """log(eᵃ + eᵇ), computed without overflow (a primitive: its derivative is smooth
+    at a = b, where one built from max and |a − b| would have a kink)."""
+    return wrap(B.binary("logaddexp", to_node(a), to_node(b)))
 
 
 def softplus(x):
@@ -267,6 +261,7 @@ def reshape(a, newshape=None, order="C", *, shape=None):
 
 def _resolve_shape(old, new):
     """Replace a -1 in `new` by the dim that keeps the size of `old`."""
+    new = tuple(int(d) if isinstance(d, np.integer) else d for d in new)
     for d in new:
         if not isinstance(d, (int, Dim)) or isinstance(d, bool):
             raise ShapeError(f"reshape: shape entries must be ints or dims, got {d!r}")
@@ -337,6 +332,11 @@ def getitem(a, key):
     x = _node(a)
     key = key if isinstance(key, tuple) else (key,)
     for k in key:
+        if isinstance(k, (bool, np.bool_)):
+            raise TraceError(
+                "indexing with a bool is a mask index, which fusegrad does not support; "
+                "use fg.where for masks"
+            )
         if isinstance(k, (Tracer, np.ndarray, list)) or (
             not isinstance(k, (int, slice, type(None), type(Ellipsis), np.integer, Dim))
         ):

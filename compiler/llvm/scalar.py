@@ -3,7 +3,8 @@
 Every row has the same signature, `row(em, args, dtype) -> ir.Value`: `em` is the
 `ScalarEmitter` (builder plus declarations), `args` the operand values (already
 of matching types) and `dtype` the result dtype. Floats follow IEEE 754 with no
-fast-math flags, so NaN and ±inf propagate like NumPy. Transcendentals call the
+fast-math flags (sum accumulators alone allow `reassoc`), so NaN and ±inf propagate
+like NumPy. Transcendentals call the
 C library (`exp` / `expf`, ...); a later change may swap rows for vectorizable
 polynomial versions without touching the renderer.
 """
@@ -151,6 +152,18 @@ def _cast(em, args, dtype):
     return b.fptrunc(x, target)
 
 
+def _logaddexp(em, args, dtype):
+    # log(eᵃ + eᵇ) = max(a, b) + log1p(e^−|a−b|); where a = b (±inf included, where
+    # a − b is NaN) it is a + log 2. Built from the table's own rows.
+    a, c = args
+    b = em.builder
+    larger = SCALAR_TABLE["maximum"](em, args, dtype)
+    gap = SCALAR_TABLE["abs"](em, [b.fsub(a, c)], dtype)
+    tail = SCALAR_TABLE["log1p"](em, [SCALAR_TABLE["exp"](em, [b.fneg(gap)], dtype)], dtype)
+    tied = b.fadd(a, em.float_const(a, 0.6931471805599453))
+    return b.select(b.fcmp_ordered("==", a, c), tied, b.fadd(larger, tail))
+
+
 def _float_width(ftype) -> int:
     return 8 if isinstance(ftype, ir.DoubleType) else 4
 
@@ -176,6 +189,7 @@ SCALAR_TABLE = {
     "div": _binary("fdiv"),
     "pow": _libm("pow"),
     "maximum": _extremum(">"),
+    "logaddexp": _logaddexp,
     "minimum": _extremum("<"),
     # comparisons → i1
     "lt": _compare("<"),
@@ -211,7 +225,9 @@ def _acc_extremum(ordered_op, bool_method):
 
 #: acc op= value, per accumulator op.
 ACC_UPDATE = {
-    "add": lambda em, acc, value: em.builder.fadd(acc, value),
+    # reassoc (only): the vectorizer may split a sum into lanes. The order is fixed when
+    # the kernel is compiled, so results stay deterministic; NaN and inf still propagate.
+    "add": lambda em, acc, value: em.builder.fadd(acc, value, flags=("reassoc",)),
     "max": _acc_extremum(">", "or_"),
     "min": _acc_extremum("<", "and_"),
 }

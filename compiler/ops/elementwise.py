@@ -17,7 +17,7 @@ from .tables import EVALUATE, NOT_DIFFERENTIABLE, SHAPE, VJP
 
 UNARY = ("neg", "abs", "sign", "exp", "log", "log1p", "expm1", "sqrt", "tanh", "sin", "cos",
          "logistic")
-BINARY = ("add", "sub", "mul", "div", "pow", "maximum", "minimum")
+BINARY = ("add", "sub", "mul", "div", "pow", "maximum", "minimum", "logaddexp")
 COMPARE = ("lt", "le", "gt", "ge", "eq", "ne")
 LOGICAL = ("logical_and", "logical_or", "logical_not")
 
@@ -86,7 +86,7 @@ _NUMPY_UNARY = {
 }
 _NUMPY_BINARY = {
     "add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divide,
-    "pow": np.power, "maximum": np.maximum, "minimum": np.minimum,
+    "pow": np.power, "maximum": np.maximum, "minimum": np.minimum, "logaddexp": np.logaddexp,
     "lt": np.less, "le": np.less_equal, "gt": np.greater, "ge": np.greater_equal,
     "eq": np.equal, "ne": np.not_equal,
     "logical_and": np.logical_and, "logical_or": np.logical_or,
@@ -141,9 +141,14 @@ VJP.update({
 
 
 def _pow_vjp(ct, y):
-    # y = xᵖ:  x̄ = ȳ·p·xᵖ⁻¹,  p̄ = ȳ·y·log x  (taken as 0 where x = 0, as JAX does)
+    # y = xᵖ:  x̄ = ȳ·p·xᵖ⁻¹ (0 where p = 0 and x = 0: x⁰ is constant there, not 0·∞),
+    #          p̄ = ȳ·y·log x  (taken as 0 where x = 0, as JAX does)
     x, p = y.inputs
-    x_bar = B.mul(ct, B.mul(p, B.power(x, B.sub(p, 1.0))))
+    slope = B.mul(p, B.power(x, B.sub(p, 1.0)))
+    if B.const_value(p) is None:
+        both_zero = B.logical("logical_and", B.compare("eq", p, 0.0), B.compare("eq", x, 0.0))
+        slope = B.select(both_zero, 0.0, slope)
+    x_bar = B.mul(ct, slope)
     if B.const_value(p) is not None:
         return x_bar, None
     log_x = B.select(B.compare("eq", x, 0.0), 0.0, B.unary("log", x))
@@ -172,6 +177,11 @@ def _cast_vjp(ct, y):
 
 
 VJP["pow"] = _pow_vjp
+# y = log(eᵃ + eᵇ):  ā = ȳ·e^(a−y),  b̄ = ȳ·e^(b−y)  (smooth everywhere, ties included)
+VJP["logaddexp"] = lambda ct, y: (
+    B.mul(ct, B.unary("exp", B.sub(_x(y, 0), y))),
+    B.mul(ct, B.unary("exp", B.sub(_x(y, 1), y))),
+)
 VJP["maximum"] = _extremum_vjp("gt")
 VJP["minimum"] = _extremum_vjp("lt")
 VJP["select"] = _select_vjp
