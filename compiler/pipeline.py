@@ -1,7 +1,8 @@
 """The compiler as a flat list of passes, each a pure function from IR to IR.
 
     traced graph ─ verify ─ lower (choose buffers, fuse element-wise work)
-        ─ fuse_loops (one pass over shared extents, scalar replacement) ─ loop IR
+        ─ fuse_loops (one pass over shared extents, scalar replacement)
+        ─ parallelize (parallel loops, deterministic chunked reductions) ─ loop IR
 
 Later passes (simplification, fusion across reductions, BLAS calls) slot into
 these lists; a reader sees the whole compiler here.
@@ -13,10 +14,11 @@ from .ir import Function
 from .loopir import Program
 from .fuse_loops import fuse_loops
 from .lower import lower
+from .parallelize import parallelize
 from .verify import verify
 
 GRAPH_PASSES = [verify]
-LOOP_PASSES = [fuse_loops]
+LOOP_PASSES = [fuse_loops, parallelize]
 
 
 def optimize_graph(function: Function) -> Function:

@@ -42,7 +42,7 @@ class Atom:
         if self.kind == "sym":
             return self.args[0]
         if self.kind == "floordiv":
-            return f"({self.args[0]} // {self.args[1]})"
+            return f"(({self.args[0]}) // {self.args[1]})"
         return f"{self.kind}({self.args[0]}, {self.args[1]})"
 
 

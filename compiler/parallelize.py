@@ -1,0 +1,145 @@
+"""Parallel loops, with reductions that give the same bits for any thread count.
+
+Each top-level loop of a program is examined:
+
+- its iterations are independent (each writes only its own row of its outputs,
+  and keeps its accumulators private): it becomes a `parallel` loop;
+- it also reduces across iterations (a sum accumulated in a scalar that lives
+  outside the loop, or a gradient accumulated into a buffer, `g[j] += r_i X[i, j]`):
+  its iteration space is cut into chunks of `CHUNK` iterations, a number that
+  does not depend on the thread count. Chunks run in parallel, each reducing into
+  a partial of its own; the partials are then combined in chunk order:
+
+      for c in range(ceil(n / CHUNK)):            # parallel
+          acc' = 0;  P_g[c, :] = 0
+          for j in range(min(CHUNK, n − c·CHUNK)):  # the loop body, at i = c·CHUNK + j
+              acc' += ...;  P_g[c, :] += ...
+          P_acc[c] = acc'
+      for c in range(ceil(n / CHUNK)):            # serial, in order
+          acc += P_acc[c];  g[:] += P_g[c, :]
+
+  so the result is the same whether one thread or sixteen ran the chunks.
+- anything else stays serial.
+"""
+
+from __future__ import annotations
+
+from . import symbolic
+from .fuse_loops import _in_row
+from .loop_walk import effects_of, rewrite, walk
+from .loopir import (AccInit, Accumulator, AccRef, AccUpdate, Apply, Buffer, Const, Load, Loop,
+                     Program, Store, loop_var)
+
+CHUNK = 4096
+_COMBINE_OPS = {"add": "add", "maximum": "max", "minimum": "min"}  # Apply op → its identity
+_IDENTITY = {"add": 0.0, "max": float("-inf"), "min": float("inf")}
+
+
+def parallelize(program: Program) -> Program:
+    scratch = list(program.scratch)
+    body = []
+    for k, stmt in enumerate(program.body):
+        if isinstance(stmt, Loop):
+            body.extend(_parallel_loop(stmt, scratch, k))
+        else:
+            body.append(stmt)
+    return Program(program.name, program.dims, program.inputs, program.outputs, scratch, body)
+
+
+def _accumulated_buffers(loop: Loop):
+    """Buffers the loop reduces into across iterations (buffer → combining op), or None
+    when some store is neither in its own row nor such an accumulation."""
+    reduced = {}
+    for stmt in walk(loop.body):
+        if not isinstance(stmt, Store) or _in_row(stmt.index, stmt.buffer, loop):
+            continue
+        value = stmt.value
+        op = value.op if isinstance(value, Apply) and value.op in _COMBINE_OPS else None
+        first = value.args[0] if op else None
+        if not (isinstance(first, Load) and first.buffer is stmt.buffer
+                and symbolic.dims_equal(first.index, stmt.index)):
+            return None
+        if reduced.setdefault(stmt.buffer, op) != op:
+            return None
+    # A reduced buffer may only be read by its own accumulation.
+    for stmt in walk(loop.body):
+        value = getattr(stmt, "value", None)
+        if value is None:
+            continue
+        own = isinstance(stmt, Store) and stmt.buffer in reduced
+        for load in _loads(value.args[1:] if own else [value]):
+            if load.buffer in reduced:
+                return None
+    return reduced
+
+
+def _loads(exprs):
+    for expr in exprs:
+        if isinstance(expr, Load):
+            yield expr
+        elif isinstance(expr, Apply):
+            yield from _loads(expr.args)
+
+
+def _parallel_loop(loop: Loop, scratch: list, number: int) -> list:
+    effects = effects_of([loop])
+    inside = {s.acc for s in walk(loop.body) if isinstance(s, AccInit)}
+    crossing = effects.acc_updates - inside
+    if (effects.acc_reads - inside) & crossing:
+        return [loop]  # reads a running total across iterations: a true recurrence
+    reduced = _accumulated_buffers(loop)
+    if reduced is None:
+        return [loop]
+    if not crossing and not reduced:
+        return [Loop(loop.var, loop.extent, loop.body, "parallel")]
+    return _chunked(loop, sorted(crossing, key=lambda a: a.name), reduced, scratch, number)
+
+
+def _chunked(loop, crossing, reduced, scratch, number):
+    chunks = symbolic.simplify((symbolic.as_dim(loop.extent) + (CHUNK - 1)) // CHUNK)
+    c = loop_var(1000 + 2 * number)
+    j = loop_var(1001 + 2 * number)
+    start = symbolic.as_dim(c) * CHUNK
+    private = {a: Accumulator(f"{a.name}_c", a.op, a.dtype) for a in crossing}
+    acc_partials = {}
+    for a in crossing:
+        acc_partials[a] = Buffer(f"p_{a.name}", a.dtype, (chunks,), "scratch")
+        scratch.append(acc_partials[a])
+    buf_partials = {}
+    for b in reduced:
+        buf_partials[b] = Buffer(f"p_{b.name}", b.dtype, (chunks,) + tuple(b.shape), "scratch")
+        scratch.append(buf_partials[b])
+    row = {b: symbolic.as_dim(symbolic.product(b.shape)) for b in reduced}
+
+    def load(expr):
+        if expr.buffer in reduced:
+            return Load(buf_partials[expr.buffer], symbolic.as_dim(c) * row[expr.buffer] + expr.index)
+        return expr
+
+    def store(stmt):
+        if stmt.buffer in reduced:
+            index = symbolic.as_dim(c) * row[stmt.buffer] + stmt.index
+            return Store(buf_partials[stmt.buffer], index, stmt.value)
+        return stmt
+
+    body = rewrite(loop.body, {loop.var: start + j}, load=load, store=store, acc=private)
+    extent = symbolic.dim_min(CHUNK, symbolic.as_dim(loop.extent) - start)
+    chunk_body = [AccInit(private[a]) for a in crossing]
+    k = loop_var(2000 + number)
+    for b, op in reduced.items():
+        fill = Const(_IDENTITY[_COMBINE_OPS[op]], b.dtype)
+        index = symbolic.as_dim(c) * row[b] + k
+        chunk_body.append(Loop(k.name, row[b], [Store(buf_partials[b], index, fill)], "vector"))
+    chunk_body.append(Loop(j.name, extent, body, loop.kind))
+    chunk_body += [Store(acc_partials[a], c, AccRef(private[a])) for a in crossing]
+
+    combine = [AccUpdate(a, Load(acc_partials[a], c)) for a in crossing]
+    for b, op in reduced.items():
+        index = symbolic.as_dim(c) * row[b] + k
+        combine.append(Loop(k.name, row[b], [
+            Store(b, k, Apply(op, (Load(b, k), Load(buf_partials[b], index)), b.dtype))
+        ], "vector"))
+    return [
+        Loop(c.name, chunks, chunk_body, "parallel"),
+        Loop(c.name, chunks, combine, "serial"),
+    ]
