@@ -6,8 +6,9 @@ Each top-level loop of a program is examined:
   and keeps its accumulators private): it becomes a `parallel` loop;
 - it also reduces across iterations (a sum accumulated in a scalar that lives
   outside the loop, or a gradient accumulated into a buffer, `g[j] += r_i X[i, j]`):
-  its iteration space is cut into chunks of `CHUNK` iterations, a number that
-  does not depend on the thread count. Chunks run in parallel, each reducing into
+  its iteration space is cut into chunks of `CHUNK` iterations (`CHUNK_ROWS` when
+  each iteration runs loops of its own), a number that does not depend on the
+  thread count. Chunks run in parallel, each reducing into
   a partial of its own; the partials are then combined in chunk order:
 
       for c in range(ceil(n / CHUNK)):            # parallel
@@ -31,6 +32,7 @@ from .loopir import (AccInit, Accumulator, AccRef, AccUpdate, Apply, Buffer, Con
                      Program, Store, loop_var)
 
 CHUNK = 4096
+CHUNK_ROWS = 64
 _COMBINE_OPS = {"add": "add", "maximum": "max", "minimum": "min"}  # Apply op → its identity
 _IDENTITY = {"add": 0.0, "max": float("-inf"), "min": float("inf")}
 
@@ -96,10 +98,11 @@ def _parallel_loop(loop: Loop, scratch: list, number: int) -> list:
 
 
 def _chunked(loop, crossing, reduced, scratch, number):
-    chunks = symbolic.simplify((symbolic.as_dim(loop.extent) + (CHUNK - 1)) // CHUNK)
+    size = CHUNK_ROWS if any(isinstance(s, Loop) for s in walk(loop.body)) else CHUNK
+    chunks = symbolic.simplify((symbolic.as_dim(loop.extent) + (size - 1)) // size)
     c = loop_var(1000 + 2 * number)
     j = loop_var(1001 + 2 * number)
-    start = symbolic.as_dim(c) * CHUNK
+    start = symbolic.as_dim(c) * size
     private = {a: Accumulator(f"{a.name}_c", a.op, a.dtype) for a in crossing}
     acc_partials = {}
     for a in crossing:
@@ -123,7 +126,7 @@ def _chunked(loop, crossing, reduced, scratch, number):
         return stmt
 
     body = rewrite(loop.body, {loop.var: start + j}, load=load, store=store, acc=private)
-    extent = symbolic.dim_min(CHUNK, symbolic.as_dim(loop.extent) - start)
+    extent = symbolic.dim_min(size, symbolic.as_dim(loop.extent) - start)
     chunk_body = [AccInit(private[a]) for a in crossing]
     k = loop_var(2000 + number)
     for b, op in reduced.items():
