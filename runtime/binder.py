@@ -51,6 +51,14 @@ def _python_atom(atom, names) -> str:
     return f"{atom.kind}({args[0]}, {args[1]})"
 
 
+def _python_tree(structure, leaves) -> str:
+    """The expression that builds the function's result (nested tuples of outputs)."""
+    if isinstance(structure, int):
+        return leaves[structure]
+    inner = ", ".join(_python_tree(s, leaves) for s in structure)
+    return f"({inner},)" if len(structure) == 1 else f"({inner})"
+
+
 def make_caller(kernel) -> callable:
     """Straight-line `call(*arrays)` for a kernel (see the module doc)."""
     function, program = kernel.function, kernel.program
@@ -60,7 +68,7 @@ def make_caller(kernel) -> callable:
         "ascontiguousarray": lambda a, dtype: np.asarray(a, dtype, order="C"), "empty": np.empty, "max": max, "min": min,
         "from_buffer": kernel.ffi.from_buffer, "entry": kernel.entry,
         "mismatch": lambda arrays: bind_dims(function, [a.shape for a in arrays]),
-        "fail": kernel.fail, "unflatten": kernel.tree.unflatten,
+        "fail": kernel.fail,
     }
     lines = [f"def call({', '.join(params)}):"]
     for k, (param, name) in enumerate(zip(function.params, params)):
@@ -102,7 +110,7 @@ def make_caller(kernel) -> callable:
     lines.append(f"    status = entry({', '.join(args)})")
     lines.append("    if status: fail(status)")
     results = [f"o{k}[()]" if not node.shape else f"o{k}" for k, node in enumerate(function.outputs)]
-    lines.append(f"    return unflatten(({', '.join(results)},))")
+    lines.append(f"    return {_python_tree(kernel.tree.structure, results)}")
     source = "\n".join(lines)
     exec(compile(source, f"<fusegrad call {function.name}>", "exec"), env)  # noqa: S102
     caller = env["call"]
