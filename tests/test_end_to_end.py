@@ -1,6 +1,7 @@
 """End to end: the public API on the workloads users write, against closed forms."""
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -203,3 +204,31 @@ def test_concurrent_calls_from_threads_are_safe():
         t.join()
     assert not errors
     assert compiled.cache_size == 1
+
+
+def test_the_gil_is_released_during_the_native_call():
+    @fg.compile
+    def heavy(x):
+        return np.sum(np.tanh(x) * np.exp(-x * x) + np.log1p(x * x))
+
+    x = np.linspace(-3, 3, 4_000_000)
+    heavy(x)  # compile first
+
+    def count_while(running):
+        ticks = 0
+        while running():
+            ticks += 1
+        return ticks
+
+    start = time.perf_counter()
+    free_rate = count_while(lambda: time.perf_counter() - start < 0.05) / 0.05
+
+    done = threading.Event()
+    worker = threading.Thread(target=lambda: (heavy(x), heavy(x), done.set()))
+    start = time.perf_counter()
+    worker.start()
+    ticks = count_while(lambda: not done.is_set())
+    elapsed = time.perf_counter() - start
+    worker.join()
+    # Holding the GIL for the call would starve this thread for most of `elapsed`.
+    assert ticks > 0.25 * free_rate * elapsed
