@@ -7,8 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from . import symbolic
-from .loopir import (AccInit, AccRef, AccUpdate, Apply, Block, Const, DimValue, Load, Loop,
-                     Store)
+from .loopir import (AccInit, AccRef, AccUpdate, Apply, Block, Const, DimValue, Gemm, Load,
+                     Loop, Store)
 
 
 @dataclass
@@ -55,6 +55,9 @@ def effects_of(stmts) -> Effects:
         elif isinstance(stmt, AccUpdate):
             effects.acc_updates.add(stmt.acc)
             expression_effects(stmt.value, effects)
+        elif isinstance(stmt, Gemm):
+            effects.reads |= {stmt.a, stmt.b}
+            effects.writes.add(stmt.c)
     return effects
 
 
@@ -118,6 +121,8 @@ def rewrite(stmts, mapping=None, load=None, store=None, acc=None):
         elif isinstance(stmt, AccUpdate):
             value = _rename_acc(rewrite_expr(stmt.value, mapping, load), acc)
             result.append(AccUpdate((acc or {}).get(stmt.acc, stmt.acc), value))
+        elif isinstance(stmt, Gemm):
+            result.append(stmt)  # whole buffers: nothing to substitute
         else:
             raise TypeError(f"unknown statement {stmt!r}")
     return result

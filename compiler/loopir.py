@@ -8,7 +8,8 @@ A compiled function lowers to one `Program`:
 - `body`: statements.
 
 Statements: `Loop` (for var in range(extent)), `Store` (buffer[index] = value),
-`AccInit` / `AccUpdate` (scalar accumulators for reductions), and `Block`.
+`AccInit` / `AccUpdate` (scalar accumulators for reductions), `Gemm` (a matrix
+product by a library) and `Block`.
 Scalar expressions: `Const`, `DimValue`, `Load`, `AccRef`, and `Apply` of an
 element-wise op of the op table (neg, exp, add, select, cast, lt, ...).
 
@@ -128,11 +129,29 @@ class AccUpdate:
 
 
 @dataclass(eq=False)
+class Gemm:
+    """c = a · b on whole row-major buffers, a library call (BLAS `gemm`).
+
+    a is m × k, or stored k × m and read transposed when `trans_a`; b is k × n, or
+    stored n × k when `trans_b`; c is m × n.
+    """
+
+    c: Buffer
+    a: Buffer
+    b: Buffer
+    m: DimLike
+    n: DimLike
+    k: DimLike
+    trans_a: bool = False
+    trans_b: bool = False
+
+
+@dataclass(eq=False)
 class Block:
     body: list
 
 
-Stmt = Union[Loop, Store, AccInit, AccUpdate, Block]
+Stmt = Union[Loop, Store, AccInit, AccUpdate, Gemm, Block]
 
 
 @dataclass(eq=False)
@@ -185,6 +204,10 @@ def format_program(program: Program) -> str:
                 lines.append(f"{pad}{s.acc.name} = identity({s.acc.op}, {s.acc.dtype})")
             elif isinstance(s, AccUpdate):
                 lines.append(f"{pad}{s.acc.name} {s.acc.op}= {format_expr(s.value)}")
+            elif isinstance(s, Gemm):
+                a = f"{s.a.name}ᵀ" if s.trans_a else s.a.name
+                b = f"{s.b.name}ᵀ" if s.trans_b else s.b.name
+                lines.append(f"{pad}{s.c.name} = gemm({a}, {b})  # {s.m!r}×{s.k!r} @ {s.k!r}×{s.n!r}")
             elif isinstance(s, Block):
                 emit(s.body, depth)
 

@@ -18,7 +18,7 @@ from . import symbolic
 from .errors import FusegradError
 from .ir import Function, Node, toposort, users
 from .loopir import (AccInit, Accumulator, AccRef, AccUpdate, Apply, Buffer, Const, DimValue,
-                     Load, Loop, Program, Store, loop_var)
+                     Gemm, Load, Loop, Program, Store, loop_var)
 from .ops.elementwise import BINARY, COMPARE, LOGICAL, UNARY
 from .ops.reduce import REDUCTIONS
 
@@ -67,6 +67,13 @@ def _computes(node: Node, cache: dict[int, bool]) -> bool:
     return cache[node.id]
 
 
+def _computing_core(node: Node) -> Node:
+    """The node under a chain of layout ops (transposes, reshapes, slices of it)."""
+    while node.op in LAYOUT and node.op != "reshape":
+        node = node.inputs[0]
+    return node
+
+
 def choose_materialized(function: Function) -> set[int]:
     nodes = function.nodes()
     readers = users(nodes)
@@ -77,10 +84,12 @@ def choose_materialized(function: Function) -> set[int]:
             chosen.add(node.id)
         if node.op == "reshape" and not _squeeze_like(node.inputs[0], node):
             chosen.add(node.inputs[0].id)
+        # A product or a broadcast would recompute an inlined operand many times: store
+        # the computation itself (not a layout view of it, which indexing gives for free).
         if node.op == "matmul":
-            chosen.update(i.id for i in node.inputs if _computes(i, computes))
+            chosen.update(_computing_core(i).id for i in node.inputs if _computes(i, computes))
         if node.op == "broadcast_to" and _computes(node.inputs[0], computes):
-            chosen.add(node.inputs[0].id)
+            chosen.add(_computing_core(node.inputs[0]).id)
     for node in nodes:
         distinct = {r.id for r in readers.get(node.id, [])}
         if len(distinct) > 1 or len(readers.get(node.id, [])) > 1:
@@ -93,8 +102,9 @@ def choose_materialized(function: Function) -> set[int]:
 
 # -- lowering ------------------------------------------------------------------------------
 class _Lowering:
-    def __init__(self, function: Function):
+    def __init__(self, function: Function, blas: bool):
         self.function = function
+        self.blas = blas
         self.materialized = choose_materialized(function)
         self.buffers: dict[int, Buffer] = {}
         self.body: list = []
@@ -126,6 +136,11 @@ class _Lowering:
                 kind = "vector" if k == len(shape) - 1 else "serial"
                 stmts = [Loop(idx[k].name, shape[k], stmts, kind)]
         return stmts
+
+    def scratch_buffer(self, node: Node) -> Buffer:
+        buffer = Buffer(f"t{len(self.scratch)}", node.dtype, node.shape, "scratch")
+        self.scratch.append(buffer)
+        return buffer
 
     def compute_into(self, node: Node, buffer: Buffer):
         emit = EMIT.get(node.op)
@@ -167,10 +182,7 @@ class _Lowering:
         for node in toposort(function.outputs):
             if node.id not in self.materialized or node.id in self.buffers:
                 continue
-            buffer = first_output.get(node.id)
-            if buffer is None:
-                buffer = Buffer(f"t{len(self.scratch)}", node.dtype, node.shape, "scratch")
-                self.scratch.append(buffer)
+            buffer = first_output.get(node.id) or self.scratch_buffer(node)
             self.compute_into(node, buffer)
             self.buffers[node.id] = buffer
         for node, buffer in zip(function.outputs, outputs):
@@ -186,8 +198,9 @@ class _Lowering:
         )
 
 
-def lower(function: Function) -> Program:
-    return _Lowering(function).run()
+def lower(function: Function, blas: bool = False) -> Program:
+    """The loop IR of a function; matrix–matrix products become `Gemm` calls if `blas`."""
+    return _Lowering(function, blas).run()
 
 
 # -- element rules: node[idx] from its inputs ----------------------------------------------
@@ -310,6 +323,8 @@ def _emit_matmul(low, node, buffer):
     - A stored transposed (Aᵀ row-major, the `Xᵀ r` of a gradient): `kij`, one
       streaming pass over the rows of Aᵀ accumulating outer products into C."""
     a, b = node.inputs
+    if low.blas and not _is_one(a.shape[0]) and not _is_one(b.shape[1]):
+        return _emit_gemm(low, node, buffer)
     i, k, j = (loop_var(n) for n in range(3))
     a_k = _stride(low.element(a, (i, k)), k)
     a_i = _stride(low.element(a, (i, k)), i)
@@ -341,6 +356,29 @@ def _emit_matmul(low, node, buffer):
         return [AccInit(acc), *update, Store(buffer, linear_index(idx, node.shape), AccRef(acc))]
 
     return low.nest(node.shape, body)
+
+
+def _gemm_operand(low, node: Node) -> tuple[Buffer, bool]:
+    """A row-major buffer holding `node`, or its transpose; computed into scratch if
+    the node has no buffer of its own."""
+    if node.id in low.buffers:
+        return low.buffers[node.id], False
+    if node.op == "transpose" and node.inputs[0].id in low.buffers:
+        return low.buffers[node.inputs[0].id], True
+    buffer = low.scratch_buffer(node)
+    low.compute_into(node, buffer)
+    return buffer, False
+
+
+def _emit_gemm(low, node, buffer):
+    a, b = node.inputs
+    a_buffer, trans_a = _gemm_operand(low, a)
+    b_buffer, trans_b = _gemm_operand(low, b)
+    m, k, n = a.shape[0], a.shape[1], b.shape[1]
+    # The fill makes C right when k = 0 (gemm may then leave C untouched).
+    return _fill(low, buffer, node.shape, 0.0) + [
+        Gemm(buffer, a_buffer, b_buffer, m, n, k, trans_a, trans_b)
+    ]
 
 
 def _emit_embed(low, node, buffer):

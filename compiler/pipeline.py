@@ -27,8 +27,9 @@ def optimize_graph(function: Function) -> Function:
     return function
 
 
-def to_loop_ir(function: Function) -> Program:
-    program = lower(optimize_graph(function))
+def to_loop_ir(function: Function, blas: bool = False) -> Program:
+    """The loop IR of a traced function; `blas`: matrix–matrix products call BLAS."""
+    program = lower(optimize_graph(function), blas=blas)
     for loop_pass in LOOP_PASSES:
         program = loop_pass(program)
     return program

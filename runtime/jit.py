@@ -30,7 +30,9 @@ def _initialize():
 
         llvm.initialize_native_target()
         llvm.initialize_native_asmprinter()
-        for name, address in symbol_addresses().items():
+        from . import blas
+
+        for name, address in {**symbol_addresses(), **blas.symbol_addresses()}.items():
             llvm.add_symbol(name, address)
         _initialized = True
 

@@ -16,6 +16,7 @@ from ..compiler import pipeline
 from ..compiler.errors import FusegradError, ShapeError
 from ..compiler.ir import Function
 from ..compiler.trace import OutputTree
+from . import blas
 from .binder import make_caller
 
 _ffi = cffi.FFI()
@@ -30,7 +31,7 @@ class Kernel:
     def __init__(self, function: Function, tree: OutputTree):
         self.function = function
         self.tree = tree
-        self.program = pipeline.to_loop_ir(function)
+        self.program = pipeline.to_loop_ir(function, blas=blas.available())
         from ..compiler.llvm.render import render_program
         from .jit import jit_compile
 
@@ -54,8 +55,11 @@ class Kernel:
     def fail(self, status: int):
         from .native import strerror
 
-        error = ShapeError if status in (1, 3) else FusegradError
-        raise error(f"{self.function.name}: the kernel returned status {status}: {strerror(status)}")
+        error = ShapeError if status in (1, 3, 4) else FusegradError
+        message = strerror(status)
+        if status == 4:
+            message = "a matrix dimension exceeds 2**31 - 1, the limit of the 32-bit BLAS"
+        raise error(f"{self.function.name}: the kernel returned status {status}: {message}")
 
 
 # Compiled kernels by content hash of the traced graph: a graph traced again (by another

@@ -37,6 +37,11 @@ from .scalar import (
 )
 
 STATUS_OK, STATUS_NEGATIVE_DIM, STATUS_NO_MEMORY = 0, 1, 2
+STATUS_BLAS_DIMS = 4  # a matrix dim exceeds the 32-bit ints of the BLAS
+INT32_MAX = 2**31 - 1
+# Row-major CBLAS: the symbols of the scipy-openblas32 build, resolved by the runtime.
+CBLAS_ROW_MAJOR, CBLAS_NO_TRANS, CBLAS_TRANS = 101, 111, 112
+GEMM_SYMBOLS = {"float64": "scipy_cblas_dgemm", "float32": "scipy_cblas_sgemm"}
 NSW = ("nsw",)
 
 
@@ -122,6 +127,7 @@ class _Renderer:
         for acc in _accumulators(self.program.body):
             self._declare_accumulator(acc)
         self._check_dims()
+        self._check_blas_dims()
         scratch = self._allocate_scratch()
         self.statements(self.program.body)
         for pointer in reversed(scratch):
@@ -148,6 +154,16 @@ class _Renderer:
             negative = b.or_(negative, b.icmp_signed("<", arg, _i64(0)))
         with b.if_then(negative, likely=False):
             b.ret(ir.Constant(I32, STATUS_NEGATIVE_DIM))
+
+    def _check_blas_dims(self):
+        # Before anything is allocated: a status return leaks nothing.
+        b = self.builder
+        gemms = [s for s in _walk_statements(self.program.body) if isinstance(s, loopir.Gemm)]
+        for gemm in gemms:
+            for dim in (gemm.m, gemm.n, gemm.k):
+                too_big = b.icmp_signed(">", self.index(dim), _i64(INT32_MAX))
+                with b.if_then(too_big, likely=False):
+                    b.ret(ir.Constant(I32, STATUS_BLAS_DIMS))
 
     def _allocate_scratch(self) -> list[ir.Value]:
         b = self.builder
@@ -245,6 +261,41 @@ class _Renderer:
 
     def block(self, stmt: loopir.Block):
         self.statements(stmt.body)
+
+    def gemm(self, stmt: loopir.Gemm):
+        """C = A·B through row-major `cblas_?gemm` (dims were checked to fit in int32)."""
+        b = self.builder
+        dtype = stmt.c.dtype
+        element = value_type(dtype)
+        name = GEMM_SYMBOLS[dtype]
+        function = self.module.globals.get(name)
+        if function is None:
+            signature = [I32] * 6 + [element, PTR, I32, PTR, I32, element, PTR, I32]
+            function = ir.Function(self.module, ir.FunctionType(ir.VoidType(), signature), name)
+            function.attributes.add("nounwind")
+
+        def i32(dim):
+            return b.trunc(self.index(dim), I32)
+
+        def leading(dim):  # BLAS wants a leading dimension of at least 1
+            return i32(symbolic.dim_max(dim, 1))
+
+        m, n, k = stmt.m, stmt.n, stmt.k
+        lda = leading(m if stmt.trans_a else k)
+        ldb = leading(k if stmt.trans_b else n)
+        flags = [CBLAS_TRANS if t else CBLAS_NO_TRANS for t in (stmt.trans_a, stmt.trans_b)]
+        b.call(function, [
+            ir.Constant(I32, CBLAS_ROW_MAJOR), ir.Constant(I32, flags[0]), ir.Constant(I32, flags[1]),
+            i32(m), i32(n), i32(k), ir.Constant(element, 1.0),
+            self._buffer_pointer(stmt.a), lda, self._buffer_pointer(stmt.b), ldb,
+            ir.Constant(element, 0.0), self._buffer_pointer(stmt.c), leading(n),
+        ])
+
+    def _buffer_pointer(self, buffer: loopir.Buffer) -> ir.Value:
+        pointer = self.pointers.get(buffer)
+        if pointer is None:
+            raise CompileError(f"buffer {buffer.name} is not a buffer of {self.program.name}")
+        return pointer
 
     # -- scalar expressions ----------------------------------------------------------------
     def expression(self, expr, memo: dict) -> ir.Value:
@@ -368,7 +419,15 @@ _STATEMENTS = {
     loopir.AccInit: _Renderer.acc_init,
     loopir.AccUpdate: _Renderer.acc_update,
     loopir.Block: _Renderer.block,
+    loopir.Gemm: _Renderer.gemm,
 }
+
+
+def _walk_statements(stmts):
+    for stmt in stmts:
+        yield stmt
+        if isinstance(stmt, (loopir.Loop, loopir.Block)):
+            yield from _walk_statements(stmt.body)
 
 _EXPRESSIONS = {
     loopir.Const: _Renderer.const,
