@@ -8,6 +8,7 @@ make one cffi call (cffi releases the GIL during it), check the status.
 
 from __future__ import annotations
 
+import os
 import threading
 
 import cffi
@@ -28,10 +29,10 @@ class Kernel:
     ffi = _ffi
     c_array_types = _C_ARRAYS
 
-    def __init__(self, function: Function, tree: OutputTree):
+    def __init__(self, function: Function, tree: OutputTree, use_blas: bool):
         self.function = function
         self.tree = tree
-        self.program = pipeline.to_loop_ir(function, blas=blas.available())
+        self.program = pipeline.to_loop_ir(function, blas=use_blas)
         from ..compiler.llvm.render import render_program
         from .jit import jit_compile
 
@@ -70,12 +71,14 @@ _kernels_lock = threading.Lock()
 
 
 def build_kernel(function: Function, tree: OutputTree) -> Kernel:
-    key = (function.digest, repr(tree.structure))
+    # FUSEGRAD_BLAS=0 computes matrix products with generated loops instead of OpenBLAS.
+    use_blas = os.environ.get("FUSEGRAD_BLAS", "1") != "0" and blas.available()
+    key = (function.digest, repr(tree.structure), use_blas)
     kernel = _kernels.get(key)
     if kernel is None:
         with _kernels_lock:
             kernel = _kernels.get(key)
             if kernel is None:
-                kernel = Kernel(function, tree)
+                kernel = Kernel(function, tree, use_blas)
                 _kernels[key] = kernel
     return kernel

@@ -135,6 +135,20 @@ def test_matmul_kernels_match_reference(dtype, m, k, n, seed):
     assert_close(fg.compile(fn)(A, B, v, u), reference(fn, A, B, v, u), dtype)
 
 
+@pytest.mark.parametrize("use_blas", ["1", "0"])
+def test_matrix_products_with_and_without_blas(use_blas, monkeypatch):
+    monkeypatch.setenv("FUSEGRAD_BLAS", use_blas)
+    rng = np.random.default_rng(7)
+    A, B = rng.normal(size=(6, 5)), rng.normal(size=(5, 4))
+
+    def fn(A, B):
+        return A @ B, A.T @ A, (A @ B).T @ A, np.tanh(A) @ np.exp(B)
+
+    assert_close(fg.compile(fn)(A, B), reference(fn, A, B), np.float64)
+    assert_close(fg.compile(fn)(A.astype(np.float32), B.astype(np.float32)),
+                 reference(fn, A.astype(np.float32), B.astype(np.float32)), np.float32)
+
+
 ALL = {**UNARY, **REDUCE, **LAYOUT}
 
 
