@@ -3,7 +3,7 @@
  *
  * Built into the Python extension fusegrad.runtime._native (cffi API mode)
  * for JIT use, and compiled into AOT libraries next to the generated code.
- * Plain C99; no mutable global state.
+ * Plain C99 (+ pthreads for the thread pool of fg_parallel_for).
  */
 #ifndef FUSEGRAD_RT_H
 #define FUSEGRAD_RT_H
@@ -15,7 +15,7 @@ extern "C" {
 #endif
 
 /* ABI version of this runtime; bump when a signature or behaviour changes. */
-#define FG_RUNTIME_ABI_VERSION 1
+#define FG_RUNTIME_ABI_VERSION 2
 
 /* Alignment (bytes) of every block returned by fg_alloc. */
 #define FG_ALLOC_ALIGNMENT 64
@@ -39,6 +39,28 @@ const char *fg_strerror(int status);
 
 /* Returns FG_RUNTIME_ABI_VERSION. */
 int fg_runtime_abi_version(void);
+
+/* -- thread pool (fusegrad_pool.c) ---------------------------------------- */
+
+/* The body of a parallel loop: runs iterations [begin, end) of it. */
+typedef void (*fg_parallel_body)(void *ctx, int64_t begin, int64_t end);
+
+/* Run body over [0, n) and return when every iteration is done.
+ * n <= 0: nothing runs. n <= grain, or one thread configured: body(ctx, 0, n)
+ * on the calling thread. Otherwise [0, n) is cut into at most
+ * fg_get_num_threads() contiguous blocks of at least `grain` iterations each
+ * (grain < 1 counts as 1), run by a persistent pthread pool (created lazily);
+ * the calling thread runs the first block, and any block no worker has
+ * started by the time it is done. The pool serves one call at a
+ * time: a call that finds it busy (a concurrent call from another thread, or
+ * a call from inside a body) runs its whole range on the calling thread.
+ * Thread-safe. Bodies must not depend on how [0, n) is cut. */
+void fg_parallel_for(int64_t n, int64_t grain, fg_parallel_body body, void *ctx);
+
+/* Thread count for later fg_parallel_for calls (clamped to 1..1024); the
+ * default is $FUSEGRAD_NUM_THREADS, else the number of online CPUs. */
+void fg_set_num_threads(int n);
+int fg_get_num_threads(void);
 
 #ifdef __cplusplus
 }

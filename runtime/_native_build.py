@@ -26,6 +26,11 @@ void *fg_alloc(int64_t nbytes);
 void fg_free(void *p);
 const char *fg_strerror(int status);
 int fg_runtime_abi_version(void);
+
+typedef void (*fg_parallel_body)(void *ctx, int64_t begin, int64_t end);
+void fg_parallel_for(int64_t n, int64_t grain, fg_parallel_body body, void *ctx);
+void fg_set_num_threads(int n);
+int fg_get_num_threads(void);
 """
 
 ffibuilder = cffi.FFI()
@@ -33,9 +38,10 @@ ffibuilder.cdef(CDEF)
 ffibuilder.set_source(
     "fusegrad.runtime._native",
     '#include "fusegrad_rt.h"\n',
-    sources=[os.path.join(_CSRC, "fusegrad_rt.c")],
+    sources=[os.path.join(_CSRC, "fusegrad_rt.c"), os.path.join(_CSRC, "fusegrad_pool.c")],
     include_dirs=[_CSRC],
     depends=[os.path.join(_CSRC, "fusegrad_rt.h")],
-    extra_compile_args=["-O2"],
+    extra_compile_args=["-O2", "-pthread"],
+    extra_link_args=["-pthread"],
 )
 

@@ -16,10 +16,19 @@ except ImportError as exc:  # pragma: no cover - depends on the install
         "with `pip install -e .` (original error: %s)" % (exc,)
     ) from exc
 
-__all__ = ["ffi", "lib", "JIT_SYMBOLS", "symbol_addresses", "strerror", "abi_version"]
+__all__ = [
+    "JIT_SYMBOLS",
+    "abi_version",
+    "ffi",
+    "get_num_threads",
+    "lib",
+    "set_num_threads",
+    "strerror",
+    "symbol_addresses",
+]
 
 #: Runtime functions that generated (JIT) code may call.
-JIT_SYMBOLS = ("fg_alloc", "fg_free")
+JIT_SYMBOLS = ("fg_alloc", "fg_free", "fg_parallel_for")
 
 
 def symbol_addresses() -> dict[str, int]:
@@ -38,3 +47,20 @@ def strerror(status: int) -> str:
 def abi_version() -> int:
     """ABI version of the compiled runtime (``fg_runtime_abi_version``)."""
     return int(lib.fg_runtime_abi_version())
+
+
+def set_num_threads(n: int) -> None:
+    """Threads that later parallel loops may use (``fg_set_num_threads``; at most 1024).
+
+    The default is ``$FUSEGRAD_NUM_THREADS``, else the number of online CPUs. The
+    setting is process-wide; results do not depend on it.
+    """
+    n = int(n)
+    if n < 1:
+        raise ValueError(f"the number of threads must be at least 1, got {n}")
+    lib.fg_set_num_threads(min(n, 1024))
+
+
+def get_num_threads() -> int:
+    """Threads that parallel loops may use (``fg_get_num_threads``)."""
+    return int(lib.fg_get_num_threads())

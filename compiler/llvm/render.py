@@ -10,6 +10,30 @@ allocated (`fg_alloc` gave NULL; nothing is left allocated).
 Index expressions are `symbolic.Dim` polynomials in i64: symbols starting with
 "@" name the innermost enclosing loop of that variable, the others are dims.
 Element-wise ops come from the table in `scalar.py`.
+
+A `parallel` loop runs on the C runtime's thread pool. Its body is outlined into
+
+    internal void name_par<k>(ptr ctx, i64 begin, i64 end)    ; iterations [begin, end)
+
+which unpacks a context struct (the dims, enclosing loop variables, accumulator
+values and buffer pointers the body uses, stored by the caller into an alloca) and
+calls `name_par<k>.body(begin, end, values...)`, whose pointer parameters are
+`noalias` (the inliner turns that into alias scopes, so the loop still vectorizes).
+The caller then runs
+
+    call void @fg_parallel_for(i64 extent, i64 grain, ptr @name_par<k>, ptr %ctx)
+
+Grain: `ceil(PARALLEL_GRAIN_WORK / work)`, where `work` (≥ 1, computed at run time)
+is the number of innermost iterations one iteration of the loop runs — the product
+of the extents of the loops nested in it, summed over sibling loops, with extents
+evaluated at iteration 0. A block thus does at least PARALLEL_GRAIN_WORK innermost
+iterations and short loops stay on the calling thread.
+
+Accumulators do not cross the parallel boundary: one the body updates must be
+initialized (`AccInit`) in the body before any other use there, and must not be
+used outside the loop (deterministic reductions across iterations are cut into
+per-chunk partials before rendering, see `parallelize`). An accumulator the body
+only reads is passed by value. Parallel loops nested in a parallel body are serial.
 """
 
 from __future__ import annotations
@@ -43,6 +67,9 @@ INT32_MAX = 2**31 - 1
 CBLAS_ROW_MAJOR, CBLAS_NO_TRANS, CBLAS_TRANS = 101, 111, 112
 GEMM_SYMBOLS = {"float64": "scipy_cblas_dgemm", "float32": "scipy_cblas_sgemm"}
 NSW = ("nsw",)
+#: Innermost iterations a block of a parallel loop runs at least (see the module doc).
+PARALLEL_GRAIN_WORK = 16384
+VOID = ir.VoidType()
 
 
 def render_program(program: loopir.Program, target_triple: str | None = None) -> str:
@@ -110,21 +137,24 @@ class _Renderer:
             # inputs are read-only and outputs fresh arrays, so nothing aliases a write
             arg.add_attribute("noalias")
             self.pointers[buffer] = arg
-        self.builder = ir.IRBuilder(self.function.append_basic_block("entry"))
-        self.scalar = ScalarEmitter(self.builder)
+        self._enter_function(self.function)
         self.loop_vars: dict[str, list[ir.Value]] = {}
         self.indices = _IndexScopes()
         self.accumulators: dict[loopir.Accumulator, ir.Value] = {}
         self.fg_alloc = ir.Function(module, ir.FunctionType(PTR, [I64]), "fg_alloc")
         self.fg_alloc.attributes.add("nounwind")
         self.fg_alloc.return_value.add_attribute("noalias")
-        self.fg_free = ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR]), "fg_free")
+        self.fg_free = ir.Function(module, ir.FunctionType(VOID, [PTR]), "fg_free")
         self.fg_free.attributes.add("nounwind")
+        self.fg_parallel_for = None  # declared with the first parallel loop
+        self.parallel_count = 0
+        self.in_parallel = False  # rendering an outlined body: parallel loops run serially
+        self.regions = _AccumulatorRegions(program.body)
 
     # -- the program ---------------------------------------------------------------------
     def render(self):
         b = self.builder
-        for acc in _accumulators(self.program.body):
+        for acc in self.regions.serial:
             self._declare_accumulator(acc)
         self._check_dims()
         self._check_blas_dims()
@@ -133,11 +163,21 @@ class _Renderer:
         for pointer in reversed(scratch):
             b.call(self.fg_free, [pointer])
         b.ret(ir.Constant(I32, STATUS_OK))
+        self.allocas.branch(self.start)
+
+    def _enter_function(self, function: ir.Function):
+        """Render into `function` from now on: allocas go to its `entry` block, which
+        holds nothing else (and branches to `start` once the function is complete)."""
+        self.function = function
+        self.allocas = ir.IRBuilder(function.append_basic_block("entry"))
+        self.start = function.append_basic_block("start")
+        self.builder = ir.IRBuilder(self.start)
+        self.scalar = ScalarEmitter(self.builder)
 
     def _declare_accumulator(self, acc: loopir.Accumulator):
         if (acc.op, acc.dtype) not in ACC_IDENTITY:
             raise CompileError(f"unsupported accumulator {acc.name}: {acc.op} over {acc.dtype}")
-        slot = self.builder.alloca(value_type(acc.dtype), name=acc.name)
+        slot = self._entry_alloca(value_type(acc.dtype), acc.name)
         # an AccRef before any AccInit reads the identity, never an undefined value
         self.builder.store(self._identity(acc), slot)
         self.accumulators[acc] = slot
@@ -202,10 +242,16 @@ class _Renderer:
             method(self, stmt)
 
     def loop(self, stmt: loopir.Loop):
-        # preheader → header (i < extent?) → body → latch (i + 1) → header; header → exit
+        if stmt.kind == "parallel" and not self.in_parallel:
+            self.parallel_loop(stmt)
+        else:
+            self._counted_loop(stmt.var, _i64(0), self.index(stmt.extent), stmt.body)
+
+    def _counted_loop(self, var_name: str, start: ir.Value, stop: ir.Value, stmts):
+        """for var in range(start, stop): stmts."""
+        # preheader → header (i < stop?) → body → latch (i + 1) → header; header → exit
         b = self.builder
-        extent = self.index(stmt.extent)
-        name = _llvm_name(stmt.var)
+        name = _llvm_name(var_name)
         preheader = b.block
         header = b.append_basic_block(f"{name}.header")
         body = b.append_basic_block(f"{name}.body")
@@ -215,16 +261,16 @@ class _Renderer:
 
         b.position_at_end(header)
         var = b.phi(I64, name=name)
-        var.add_incoming(_i64(0), preheader)
-        b.cbranch(b.icmp_signed("<", var, extent), body, exit_)
+        var.add_incoming(start, preheader)
+        b.cbranch(b.icmp_signed("<", var, stop), body, exit_)
 
         b.position_at_end(body)
-        self.indices.push(barrier=stmt.var in self.loop_vars)
-        self.loop_vars.setdefault(stmt.var, []).append(var)
-        self.statements(stmt.body)
-        self.loop_vars[stmt.var].pop()
-        if not self.loop_vars[stmt.var]:
-            del self.loop_vars[stmt.var]
+        self.indices.push(barrier=var_name in self.loop_vars)
+        self.loop_vars.setdefault(var_name, []).append(var)
+        self.statements(stmts)
+        self.loop_vars[var_name].pop()
+        if not self.loop_vars[var_name]:
+            del self.loop_vars[var_name]
         self.indices.pop()
         b.branch(latch)
 
@@ -233,6 +279,130 @@ class _Renderer:
         var.add_incoming(following, latch)
         b.branch(header)
         b.position_at_end(exit_)
+
+    # -- parallel loops ------------------------------------------------------------------
+    def parallel_loop(self, stmt: loopir.Loop):
+        """fg_parallel_for(extent, grain, name_par<k>, ctx) over an outlined body."""
+        private, shared = self.regions.check_parallel(stmt)
+        captures = self._captures(stmt, shared)
+        name = f"{self.program.name}_par{self.parallel_count}"
+        self.parallel_count += 1
+        body = self._outline_body(f"{name}.body", stmt, captures, private)
+        context_type = ir.LiteralStructType([value.type for _, value in captures])
+        trampoline = self._trampoline(name, body, context_type)
+
+        b = self.builder
+        if captures:
+            context = self._entry_alloca(context_type, f"{name}.ctx")
+            for k, (_, value) in enumerate(captures):
+                b.store(value, b.gep(context, [ir.Constant(I32, 0), ir.Constant(I32, k)],
+                                     inbounds=True))
+        else:
+            context = ir.Constant(PTR, None)
+        extent = self.index(stmt.extent)
+        b.call(self._declare_parallel_for(), [extent, self._grain(stmt), trampoline, context])
+
+    def _captures(self, stmt: loopir.Loop, shared) -> list:
+        """(what, caller value) of each value the body needs: dims, enclosing loop
+        variables, values of accumulators it only reads, then buffer pointers."""
+        symbols, buffers = _uses(stmt.body)
+        captures = [(("dim", d), self.dims[d]) for d in self.program.dims if d in symbols]
+        for name in symbols:
+            if loopir.is_loop_var(name) and name != stmt.var and name in self.loop_vars:
+                captures.append((("var", name), self.loop_vars[name][-1]))
+        for acc in shared:
+            slot = self.accumulators.get(acc)
+            value = self._identity(acc) if slot is None else self.builder.load(
+                slot, typ=value_type(acc.dtype))
+            captures.append((("acc", acc), value))
+        for buffer in buffers:
+            pointer = self.pointers.get(buffer)
+            if pointer is None:
+                raise CompileError(
+                    f"buffer {buffer.name} is not a buffer of {self.program.name}")
+            captures.append((("buffer", buffer), pointer))
+        return captures
+
+    def _outline_body(self, name, stmt, captures, private) -> ir.Function:
+        """internal void name(i64 begin, i64 end, captured values...): the loop over
+        [begin, end) with every captured pointer `noalias`."""
+        ftype = ir.FunctionType(VOID, [I64, I64] + [value.type for _, value in captures])
+        function = ir.Function(self.module, ftype, name=name)
+        function.linkage = "internal"
+        function.attributes.add("nounwind")
+        begin, end = function.args[:2]
+        begin.name, end.name = "begin", "end"
+        saved = {attr: getattr(self, attr) for attr in _FUNCTION_STATE}
+        self._enter_function(function)
+        self.dims, self.pointers, self.loop_vars, self.accumulators = {}, {}, {}, {}
+        self.indices = _IndexScopes()
+        self.in_parallel = True
+        try:
+            for ((what, key), _), arg in zip(captures, function.args[2:]):
+                if what == "dim":
+                    arg.name = _llvm_name(key)
+                    self.dims[key] = arg
+                elif what == "var":
+                    arg.name = _llvm_name(key)
+                    self.loop_vars[key] = [arg]
+                elif what == "acc":
+                    arg.name = key.name
+                    self.accumulators[key] = self._entry_alloca(value_type(key.dtype), key.name)
+                    self.builder.store(arg, self.accumulators[key])
+                else:
+                    arg.name = key.name
+                    arg.add_attribute("noalias")
+                    self.pointers[key] = arg
+            for acc in private:
+                self._declare_accumulator(acc)
+            self._counted_loop(stmt.var, begin, end, stmt.body)
+            self.builder.ret_void()
+            self.allocas.branch(self.start)
+        finally:
+            for attr, value in saved.items():
+                setattr(self, attr, value)
+        return function
+
+    def _trampoline(self, name, body: ir.Function, context_type) -> ir.Function:
+        """internal void name(ptr ctx, i64 begin, i64 end): unpack ctx, call the body."""
+        function = ir.Function(self.module, ir.FunctionType(VOID, [PTR, I64, I64]), name=name)
+        function.linkage = "internal"
+        function.attributes.add("nounwind")
+        context, begin, end = function.args
+        context.name, begin.name, end.name = "ctx", "begin", "end"
+        b = ir.IRBuilder(function.append_basic_block("entry"))
+        values = []
+        for k, element in enumerate(context_type.elements):
+            field = b.gep(context, [ir.Constant(I32, 0), ir.Constant(I32, k)], inbounds=True,
+                          source_etype=context_type)
+            values.append(b.load(field, typ=element))
+        b.call(body, [begin, end] + values)
+        b.ret_void()
+        return function
+
+    def _grain(self, stmt: loopir.Loop) -> ir.Value:
+        """ceil(PARALLEL_GRAIN_WORK / work) iterations, work = innermost iterations of one."""
+        b = self.builder
+        unbound = {name: 0 for name in _bound_inside(stmt)}
+        work = symbolic.simplify(symbolic.dim_max(_work(stmt.body, unbound), 1))
+        if isinstance(work, int):
+            return _i64(-(-PARALLEL_GRAIN_WORK // work))
+        work = self.index(work)
+        target = _i64(PARALLEL_GRAIN_WORK)
+        per_block = b.sdiv(b.add(work, _i64(PARALLEL_GRAIN_WORK - 1)), work)
+        return b.select(b.icmp_signed(">=", work, target), _i64(1), per_block, name="grain")
+
+    def _declare_parallel_for(self) -> ir.Function:
+        if self.fg_parallel_for is None:
+            ftype = ir.FunctionType(VOID, [I64, I64, PTR, PTR])
+            self.fg_parallel_for = ir.Function(self.module, ftype, "fg_parallel_for")
+            self.fg_parallel_for.attributes.add("nounwind")
+        return self.fg_parallel_for
+
+    def _entry_alloca(self, typ: ir.Type, name: str) -> ir.Value:
+        """An alloca in the entry block of the current function, which holds allocas only
+        (so it runs once per call, not once per loop trip)."""
+        return self.allocas.alloca(typ, name=name)
 
     def store(self, stmt: loopir.Store):
         buffer = stmt.buffer
@@ -438,28 +608,148 @@ _EXPRESSIONS = {
 }
 
 
+# What describes the function being rendered (saved and restored around an outlined body).
+_FUNCTION_STATE = ("function", "allocas", "start", "builder", "scalar", "dims", "pointers",
+                   "loop_vars", "indices", "accumulators", "in_parallel")
+
+
+def _expr_accumulators(expr, found: dict):
+    if isinstance(expr, loopir.AccRef):
+        found.setdefault(expr.acc)
+    elif isinstance(expr, loopir.Apply):
+        for arg in expr.args:
+            _expr_accumulators(arg, found)
+
+
 def _accumulators(stmts) -> list[loopir.Accumulator]:
     """Every accumulator the statements use, in order of first use."""
     found: dict[loopir.Accumulator, None] = {}
-
-    def visit_expr(expr):
-        if isinstance(expr, loopir.AccRef):
-            found.setdefault(expr.acc)
-        elif isinstance(expr, loopir.Apply):
-            for arg in expr.args:
-                visit_expr(arg)
-
-    def visit(stmt):
-        if isinstance(stmt, (loopir.Loop, loopir.Block)):
-            for inner in stmt.body:
-                visit(inner)
-        elif isinstance(stmt, (loopir.AccInit, loopir.AccUpdate)):
+    for stmt in _walk_statements(stmts):
+        if isinstance(stmt, (loopir.AccInit, loopir.AccUpdate)):
             found.setdefault(stmt.acc)
-            if isinstance(stmt, loopir.AccUpdate):
-                visit_expr(stmt.value)
-        elif isinstance(stmt, loopir.Store):
-            visit_expr(stmt.value)
-
-    for stmt in stmts:
-        visit(stmt)
+        if isinstance(stmt, (loopir.AccUpdate, loopir.Store)):
+            _expr_accumulators(stmt.value, found)
     return list(found)
+
+
+class _AccumulatorRegions:
+    """Where each accumulator lives: the entry point's serial code, or the outlined
+    body of one parallel loop (the outermost parallel loops; inner ones are serial)."""
+
+    def __init__(self, body):
+        self.serial: dict[loopir.Accumulator, None] = {}  # ordered set
+        self.parallel: dict[int, list] = {}  # id(loop) → accumulators of its body
+        self.places: dict[loopir.Accumulator, set] = {}  # acc → {None (serial), id(loop)}
+        self._collect(body)
+
+    def _collect(self, stmts):
+        for stmt in stmts:
+            if isinstance(stmt, loopir.Loop) and stmt.kind == "parallel":
+                accs = _accumulators(stmt.body)
+                self.parallel[id(stmt)] = accs
+                for acc in accs:
+                    self.places.setdefault(acc, set()).add(id(stmt))
+            elif isinstance(stmt, (loopir.Loop, loopir.Block)):
+                self._collect(stmt.body)
+            else:
+                for acc in _accumulators([stmt]):
+                    self.serial.setdefault(acc)
+                    self.places.setdefault(acc, set()).add(None)
+
+    def check_parallel(self, loop: loopir.Loop):
+        """(private, shared): accumulators the body computes (initialized per
+        iteration) and those it only reads. Raises CompileError for one that would
+        carry a value across the parallel boundary."""
+        private, shared = [], []
+        first_use = _first_uses(loop.body)
+        written = {s.acc for s in _walk_statements(loop.body)
+                   if isinstance(s, (loopir.AccInit, loopir.AccUpdate))}
+        for acc in self.parallel[id(loop)]:
+            if acc not in written:
+                shared.append(acc)
+                continue
+            if first_use[acc] != "init":
+                raise CompileError(
+                    f"accumulator {acc.name} is {first_use[acc]} inside parallel loop "
+                    f"{loop.var} before it is initialized there: an accumulator cannot carry "
+                    f"a value across the iterations of a parallel loop (a reduction over "
+                    f"them needs per-chunk partials, made before rendering)")
+            if self.places[acc] != {id(loop)}:
+                raise CompileError(
+                    f"accumulator {acc.name} is computed inside parallel loop {loop.var} "
+                    f"and used outside it: its value does not cross the parallel boundary")
+            private.append(acc)
+        return private, shared
+
+
+def _first_uses(stmts) -> dict:
+    """acc → "init", "updated" or "read": how program order first uses it."""
+    first: dict = {}
+    for stmt in _walk_statements(stmts):
+        if isinstance(stmt, (loopir.AccUpdate, loopir.Store)):
+            refs: dict = {}
+            _expr_accumulators(stmt.value, refs)
+            for acc in refs:
+                first.setdefault(acc, "read")
+        if isinstance(stmt, loopir.AccInit):
+            first.setdefault(stmt.acc, "init")
+        elif isinstance(stmt, loopir.AccUpdate):
+            first.setdefault(stmt.acc, "updated")
+    return first
+
+
+def _uses(stmts):
+    """(symbol names, buffers in order of first use) of the statements' indices,
+    extents and values."""
+    symbols: dict[str, None] = {}
+    buffers: dict[loopir.Buffer, None] = {}
+
+    def index(value):
+        if isinstance(value, symbolic.Dim):
+            for name in value.symbols():
+                symbols.setdefault(name)
+
+    def expr(e):
+        if isinstance(e, loopir.Load):
+            buffers.setdefault(e.buffer)
+            index(e.index)
+        elif isinstance(e, loopir.DimValue):
+            index(e.dim)
+        elif isinstance(e, loopir.Apply):
+            for arg in e.args:
+                expr(arg)
+
+    for stmt in _walk_statements(stmts):
+        if isinstance(stmt, loopir.Loop):
+            index(stmt.extent)
+        elif isinstance(stmt, loopir.Store):
+            buffers.setdefault(stmt.buffer)
+            index(stmt.index)
+            expr(stmt.value)
+        elif isinstance(stmt, loopir.AccUpdate):
+            expr(stmt.value)
+        elif isinstance(stmt, loopir.Gemm):
+            for buffer in (stmt.c, stmt.a, stmt.b):
+                buffers.setdefault(buffer)
+            for dim in (stmt.m, stmt.n, stmt.k):
+                index(dim)
+    return list(symbols), list(buffers)
+
+
+def _bound_inside(loop: loopir.Loop) -> list[str]:
+    """The loop's variable and those of the loops nested in it."""
+    return [loop.var] + [s.var for s in _walk_statements(loop.body) if isinstance(s, loopir.Loop)]
+
+
+def _work(stmts, unbound: dict):
+    """Innermost iterations the statements run: Σ over loops of extent · work(body), at
+    least 1, with the variables in `unbound` (loops not entered yet) set to 0."""
+    total = 0
+    for stmt in stmts:
+        if isinstance(stmt, loopir.Loop):
+            extent = symbolic.substitute(symbolic.as_dim(stmt.extent), unbound)
+            inner = symbolic.dim_max(_work(stmt.body, unbound), 1)
+            total = total + symbolic.dim_max(extent, 0) * symbolic.as_dim(inner)
+        elif isinstance(stmt, loopir.Block):
+            total = total + symbolic.as_dim(_work(stmt.body, unbound))
+    return symbolic.simplify(total)
