@@ -42,10 +42,29 @@ def parallelize(program: Program) -> Program:
     body = []
     for k, stmt in enumerate(program.body):
         if isinstance(stmt, Loop):
-            body.extend(_parallel_loop(stmt, scratch, k))
+            rest = effects_of(program.body[:k] + program.body[k + 1:])
+            rows = _row_private_buffers(stmt, set(program.scratch), rest)
+            body.extend(_parallel_loop(stmt, scratch, k, rows))
         else:
             body.append(stmt)
     return Program(program.name, program.dims, program.inputs, program.outputs, scratch, body)
+
+
+def _row_private_buffers(loop: Loop, scratch: set, rest) -> set:
+    """Scratch buffers used only by this loop, each iteration touching only its own row.
+
+    In a chunked loop one row of such a buffer per chunk is enough: a chunk's rows run
+    one after another on one thread, so the row is reused while it is still in cache
+    (the exp(x − max) of a row-wise logsumexp never travels to memory)."""
+    candidates = {b for b in scratch if b not in rest.reads and b not in rest.writes}
+    for stmt in walk(loop.body):
+        accesses = [stmt] if isinstance(stmt, Store) else []
+        value = getattr(stmt, "value", None)
+        accesses += list(_loads([value])) if value is not None else []
+        for access in accesses:
+            if access.buffer in candidates and not _in_row(access.index, access.buffer, loop):
+                candidates.discard(access.buffer)
+    return candidates
 
 
 def _accumulated_buffers(loop: Loop):
@@ -83,7 +102,7 @@ def _loads(exprs):
             yield from _loads(expr.args)
 
 
-def _parallel_loop(loop: Loop, scratch: list, number: int) -> list:
+def _parallel_loop(loop: Loop, scratch: list, number: int, rows: set) -> list:
     effects = effects_of([loop])
     inside = {s.acc for s in walk(loop.body) if isinstance(s, AccInit)}
     crossing = effects.acc_updates - inside
@@ -94,10 +113,10 @@ def _parallel_loop(loop: Loop, scratch: list, number: int) -> list:
         return [loop]
     if not crossing and not reduced:
         return [Loop(loop.var, loop.extent, loop.body, "parallel")]
-    return _chunked(loop, sorted(crossing, key=lambda a: a.name), reduced, scratch, number)
+    return _chunked(loop, sorted(crossing, key=lambda a: a.name), reduced, scratch, number, rows)
 
 
-def _chunked(loop, crossing, reduced, scratch, number):
+def _chunked(loop, crossing, reduced, scratch, number, rows):
     size = CHUNK_ROWS if any(isinstance(s, Loop) for s in walk(loop.body)) else CHUNK
     chunks = symbolic.simplify((symbolic.as_dim(loop.extent) + (size - 1)) // size)
     c = loop_var(1000 + 2 * number)
@@ -113,17 +132,26 @@ def _chunked(loop, crossing, reduced, scratch, number):
         buf_partials[b] = Buffer(f"p_{b.name}", b.dtype, (chunks,) + tuple(b.shape), "scratch")
         scratch.append(buf_partials[b])
     row = {b: symbolic.as_dim(symbolic.product(b.shape)) for b in reduced}
+    # Row-private buffers shrink to one row per chunk: row i → row c.
+    chunk_rows = {}
+    for b in rows:
+        chunk_rows[b] = Buffer(b.name, b.dtype, (chunks,) + tuple(b.shape[1:]), "scratch")
+        scratch[scratch.index(b)] = chunk_rows[b]
+    row_size = {b: symbolic.as_dim(symbolic.product(b.shape[1:])) for b in rows}
+
+    def moved(buffer, index):
+        if buffer in reduced:
+            return buf_partials[buffer], symbolic.as_dim(c) * row[buffer] + index
+        if buffer in chunk_rows:
+            shift = (symbolic.as_dim(c) - start - j) * row_size[buffer]
+            return chunk_rows[buffer], symbolic.simplify(symbolic.as_dim(index) + shift)
+        return buffer, index
 
     def load(expr):
-        if expr.buffer in reduced:
-            return Load(buf_partials[expr.buffer], symbolic.as_dim(c) * row[expr.buffer] + expr.index)
-        return expr
+        return Load(*moved(expr.buffer, expr.index))
 
     def store(stmt):
-        if stmt.buffer in reduced:
-            index = symbolic.as_dim(c) * row[stmt.buffer] + stmt.index
-            return Store(buf_partials[stmt.buffer], index, stmt.value)
-        return stmt
+        return Store(*moved(stmt.buffer, stmt.index), stmt.value)
 
     body = rewrite(loop.body, {loop.var: start + j}, load=load, store=store, acc=private)
     extent = symbolic.dim_min(size, symbolic.as_dim(loop.extent) - start)
