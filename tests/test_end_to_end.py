@@ -232,3 +232,25 @@ def test_the_gil_is_released_during_the_native_call():
     worker.join()
     # Holding the GIL for the call would starve this thread for most of `elapsed`.
     assert ticks > 0.25 * free_rate * elapsed
+
+
+def test_results_are_bitwise_identical_for_any_thread_count():
+    from fusegrad.runtime import native
+
+    w, X, y = logistic_problem(20_000, 16, seed=5)
+
+    def lse(X):
+        return np.sum(fg.logsumexp(X, axis=1))
+
+    lse_grad = fg.compile_grad(lse)
+    before = native.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2, 3):
+            native.set_num_threads(threads)
+            value, grad = LOSS(w, X, y)
+            value6, grad6 = lse_grad(X)
+            results.append((value, grad.tobytes(), value6, grad6.tobytes()))
+    finally:
+        native.set_num_threads(before)
+    assert results[0] == results[1] == results[2]
