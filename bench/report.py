@@ -255,6 +255,9 @@ def render(results, machine_rows, command: str, seconds: float, quick: bool, set
         "",
     ]
     lines += targets_table(results) + [""]
+    analysis = Path(__file__).resolve().parent / "ANALYSIS.md"
+    if analysis.exists() and not quick:  # the profile behind each missed target
+        lines += [analysis.read_text().rstrip(), ""]
     for result in results:
         lines += workload_section(result)
     return "\n".join(lines)
