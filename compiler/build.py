@@ -124,32 +124,34 @@ def binary(op: str, a: Operand, b: Operand) -> Node:
     return make(op, [a, b])
 
 
-def add(a: Operand, b: Operand) -> Node:
-    if const_value_of(b) == 0.0 and isinstance(a, Node) and _keeps(a, b):
+# x + 0 = 0 + x = x − 0 = x·1 = 1·x = x/1 = x, where that keeps x's dtype and shape.
+_RIGHT_IDENTITY = {"add": 0.0, "sub": 0.0, "mul": 1.0, "div": 1.0}
+_LEFT_IDENTITY = {"add": 0.0, "mul": 1.0}
+
+
+def _arithmetic(op: str, a: Operand, b: Operand) -> Node:
+    if const_value_of(b) == _RIGHT_IDENTITY[op] and isinstance(a, Node) and _keeps(a, b):
         return a
-    if const_value_of(a) == 0.0 and isinstance(b, Node) and _keeps(b, a):
+    left = _LEFT_IDENTITY.get(op)
+    if left is not None and const_value_of(a) == left and isinstance(b, Node) and _keeps(b, a):
         return b
-    return binary("add", a, b)
+    return binary(op, a, b)
+
+
+def add(a: Operand, b: Operand) -> Node:
+    return _arithmetic("add", a, b)
 
 
 def sub(a: Operand, b: Operand) -> Node:
-    if const_value_of(b) == 0.0 and isinstance(a, Node) and _keeps(a, b):
-        return a
-    return binary("sub", a, b)
+    return _arithmetic("sub", a, b)
 
 
 def mul(a: Operand, b: Operand) -> Node:
-    if const_value_of(b) == 1.0 and isinstance(a, Node) and _keeps(a, b):
-        return a
-    if const_value_of(a) == 1.0 and isinstance(b, Node) and _keeps(b, a):
-        return b
-    return binary("mul", a, b)
+    return _arithmetic("mul", a, b)
 
 
 def div(a: Operand, b: Operand) -> Node:
-    if const_value_of(b) == 1.0 and isinstance(a, Node) and _keeps(a, b):
-        return a
-    return binary("div", a, b)
+    return _arithmetic("div", a, b)
 
 
 def neg(x: Operand) -> Node:

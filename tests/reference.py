@@ -4,6 +4,7 @@ and central finite differences through it."""
 from __future__ import annotations
 
 import numpy as np
+from hypothesis import strategies as st
 
 import fusegrad as fg
 from fusegrad.compiler.interpret import evaluate
@@ -40,3 +41,16 @@ def directional_difference(fn, args, wrt, direction, eps=1e-6):
     plus[wrt] = args[wrt] + eps * direction
     minus[wrt] = args[wrt] - eps * direction
     return (float(reference(fn, *plus)) - float(reference(fn, *minus))) / (2 * eps)
+
+
+@st.composite
+def axes_for(draw, ndim):
+    """None, an int (maybe negative) or a tuple of distinct axes (maybe negative)."""
+    kinds = ["none", "int", "tuple"] if ndim else ["none", "tuple"]
+    kind = draw(st.sampled_from(kinds))
+    if kind == "none":
+        return None
+    if kind == "int":
+        return draw(st.integers(-ndim, ndim - 1))
+    chosen = draw(st.lists(st.integers(0, ndim - 1), unique=True, max_size=ndim)) if ndim else []
+    return tuple(a - ndim if draw(st.booleans()) else a for a in chosen)

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import fusegrad as fg
-from reference import finite_difference_grad, reference
+from reference import axes_for, finite_difference_grad, reference
 
 MAX_SIZE = 12
 MAX_SIDE = 4
@@ -260,18 +260,6 @@ def test_ties_share_the_cotangent_evenly():
 
 
 # -- reductions ------------------------------------------------------------------------------
-@st.composite
-def axes_for(draw, ndim):
-    kinds = ["none", "int", "tuple"] if ndim else ["none", "tuple"]
-    kind = draw(st.sampled_from(kinds))
-    if kind == "none":
-        return None
-    if kind == "int":
-        return draw(st.integers(-ndim, ndim - 1))
-    chosen = draw(st.lists(st.integers(0, ndim - 1), unique=True, max_size=ndim)) if ndim else []
-    return tuple(a - ndim if draw(st.booleans()) else a for a in chosen)
-
-
 REDUCTIONS = [
     ("sum", fg.sum),
     ("mean", fg.mean),

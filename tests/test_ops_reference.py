@@ -23,7 +23,7 @@ from hypothesis.extra import numpy as hnp
 
 import fusegrad as fg
 from fusegrad.compiler.numpy_api import FUNCTIONS, UFUNCS
-from reference import reference
+from reference import axes_for, reference
 
 DTYPES = (np.float32, np.float64)
 RTOL = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-12}
@@ -366,19 +366,6 @@ def test_clip_with_array_bounds_matches_numpy(data):
 
 
 # -- reductions ----------------------------------------------------------------------------
-@st.composite
-def axes_for(draw, ndim):
-    """None, an int (maybe negative) or a tuple of distinct axes (maybe negative)."""
-    kinds = ["none", "int", "tuple"] if ndim else ["none", "tuple"]
-    kind = draw(st.sampled_from(kinds))
-    if kind == "none":
-        return None
-    if kind == "int":
-        return draw(st.integers(-ndim, ndim - 1))
-    chosen = draw(st.lists(st.integers(0, ndim - 1), unique=True, max_size=ndim)) if ndim else []
-    return tuple(a - ndim if draw(st.booleans()) else a for a in chosen)
-
-
 # Max and min of an empty set are the identities ∓inf (NumPy raises there; fusegrad
 # documents the identity in compiler/ops/reduce.py), which is NumPy's `initial=`.
 def np_max(x, axis=None, keepdims=False):
