@@ -50,6 +50,12 @@ def _load():
             _library = _ffi.dlopen(path)
         except (ImportError, OSError) as exc:
             _missing = str(exc)
+            return None
+        from .native import get_num_threads
+
+        # One thread count for both pools: OpenBLAS runs only between fusegrad's
+        # parallel loops, on the same cores.
+        _library.scipy_openblas_set_num_threads(get_num_threads())
         return _library
 
 

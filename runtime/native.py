@@ -53,12 +53,16 @@ def set_num_threads(n: int) -> None:
     """Threads that later parallel loops may use (``fg_set_num_threads``; at most 1024).
 
     The default is ``$FUSEGRAD_NUM_THREADS``, else the number of online CPUs. The
-    setting is process-wide; results do not depend on it.
+    setting is process-wide; results do not depend on it. fusegrad's OpenBLAS
+    follows it, so matrix products use the same number of cores.
     """
     n = int(n)
     if n < 1:
         raise ValueError(f"the number of threads must be at least 1, got {n}")
     lib.fg_set_num_threads(min(n, 1024))
+    from . import blas
+
+    blas.set_num_threads(min(n, 1024))
 
 
 def get_num_threads() -> int:

@@ -254,3 +254,18 @@ def test_results_are_bitwise_identical_for_any_thread_count():
     finally:
         native.set_num_threads(before)
     assert results[0] == results[1] == results[2]
+
+
+def test_openblas_follows_fusegrads_thread_count():
+    from fusegrad.runtime import blas, native
+
+    if not blas.available():
+        pytest.skip("scipy-openblas32 is not installed")
+    before = native.get_num_threads()
+    try:
+        native.set_num_threads(1)
+        assert blas.get_num_threads() == 1
+        native.set_num_threads(2)
+        assert blas.get_num_threads() == 2
+    finally:
+        native.set_num_threads(before)
