@@ -190,14 +190,18 @@ SCALAR_OPS = frozenset(SCALAR_TABLE)
 
 
 # -- accumulators ------------------------------------------------------------------------
-def _acc_extremum(ordered_op, bool_method):
-    # acc = (acc > v or acc is NaN) ? acc : v: a NaN value, or a NaN acc, is kept
+def _acc_extremum(intrinsic, bool_method):
+    # llvm.maximum / llvm.minimum: NaN if either operand is NaN (as NumPy's max), and a
+    # reduction the loop vectorizer knows, so max/min reductions run in SIMD lanes.
     def update(em, acc, value):
-        b = em.builder
         if acc.type == I1:
-            return getattr(b, bool_method)(acc, value)
-        acc_wins = b.or_(b.fcmp_ordered(ordered_op, acc, value), b.fcmp_unordered("uno", acc, acc))
-        return b.select(acc_wins, acc, value)
+            return getattr(em.builder, bool_method)(acc, value)
+        suffix = "f64" if isinstance(acc.type, ir.DoubleType) else "f32"
+        name = f"{intrinsic}.{suffix}"
+        function = em.module.globals.get(name)
+        if function is None:
+            function = ir.Function(em.module, ir.FunctionType(acc.type, [acc.type] * 2), name)
+        return em.builder.call(function, [acc, value])
 
     return update
 
@@ -207,8 +211,8 @@ ACC_UPDATE = {
     # reassoc (only): the vectorizer may split a sum into lanes. The order is fixed when
     # the kernel is compiled, so results stay deterministic; NaN and inf still propagate.
     "add": lambda em, acc, value: em.builder.fadd(acc, value, flags=("reassoc",)),
-    "max": _acc_extremum(">", "or_"),
-    "min": _acc_extremum("<", "and_"),
+    "max": _acc_extremum("llvm.maximum", "or_"),
+    "min": _acc_extremum("llvm.minimum", "and_"),
 }
 
 #: The identity of each accumulator op, per dtype (bool max/min are any/all).

@@ -1,7 +1,9 @@
 """Reductions over a set of axes (the axes are removed; keepdims is a reshape).
 
 The max/min of an empty set is the identity of the reduction (−inf / +inf), the
-sum of an empty set is 0.
+sum of an empty set is 0. Compiled max/min reductions follow IEEE 754-2019
+maximum/minimum: a NaN anywhere gives NaN (as in NumPy), and +0 counts as larger
+than −0 (where NumPy's answer depends on the order of the elements).
 """
 
 from __future__ import annotations
