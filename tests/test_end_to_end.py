@@ -269,3 +269,17 @@ def test_openblas_follows_fusegrads_thread_count():
         assert blas.get_num_threads() == 2
     finally:
         native.set_num_threads(before)
+
+
+def test_read_only_byte_swapped_and_float16_inputs():
+    w, X, y = logistic_problem(12, 3)
+    expected_value, expected_grad = logistic_closed_form(w, X, y)
+    frozen = X.copy()
+    frozen.flags.writeable = False
+    for args in [(w, frozen, y), (w.astype(">f8"), X.astype(">f8"), y), (w, X, y.astype(">f8"))]:
+        for _ in range(2):  # the first call traces, the second takes the fast path
+            value, grad = LOSS(*args)
+            assert value == pytest.approx(expected_value, rel=1e-12)
+            np.testing.assert_allclose(grad, expected_grad, rtol=1e-10)
+    value, _ = LOSS(w.astype(np.float16), X, y)
+    assert value == pytest.approx(logistic_closed_form(w.astype(np.float16).astype(float), X, y)[0])
