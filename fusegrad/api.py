@@ -40,8 +40,9 @@ class CompiledFunction:
     def __call__(self, *args, **kwargs):
         # Fast path: NumPy arrays of a specialization seen before (so already checked).
         if not kwargs and len(args) == len(self.param_names):
-            if all(type(a) is np.ndarray for a in args):
-                compiled = self._specializations.get(_specialization_key(args))
+            key = _ndarray_key(args)
+            if key is not None:
+                compiled = self._specializations.get(key)
                 if compiled is not None:
                     return compiled.call_arrays(*args)
         if kwargs or len(args) != len(self.param_names):
@@ -117,8 +118,21 @@ class CompiledFunction:
 def _specialization_key(arrays) -> tuple:
     """What a trace depends on: each argument's dtype and which of its dims are 1."""
     return tuple(
-        (a.dtype.char, tuple(d == 1 for d in a.shape) if 1 in a.shape else a.ndim) for a in arrays
+        (a.dtype.char, tuple([d == 1 for d in a.shape]) if 1 in a.shape else a.ndim)
+        for a in arrays
     )
+
+
+def _ndarray_key(args):
+    """`_specialization_key` when every argument is exactly an ndarray, else None
+    (written as one loop: this runs on every call)."""
+    key = []
+    for a in args:
+        if type(a) is not np.ndarray:
+            return None
+        shape = a.shape
+        key.append((a.dtype.char, tuple([d == 1 for d in shape]) if 1 in shape else len(shape)))
+    return tuple(key)
 
 
 def _read_annotations(fn, names) -> dict[str, ArrayType]:
