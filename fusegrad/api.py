@@ -89,7 +89,7 @@ class CompiledFunction:
 
     def trace(self, *args):
         """The graph IR of this function for arguments like `args` (arrays or shapes)."""
-        arrays = self._as_arrays(args) if args else None
+        arrays = self._as_arrays(args)
         specs = [
             _arg_spec(name, array, self.annotations.get(name))
             for name, array in zip(self.param_names, arrays)

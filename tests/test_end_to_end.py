@@ -283,3 +283,13 @@ def test_read_only_byte_swapped_and_float16_inputs():
             np.testing.assert_allclose(grad, expected_grad, rtol=1e-10)
     value, _ = LOSS(w.astype(np.float16), X, y)
     assert value == pytest.approx(logistic_closed_form(w.astype(np.float16).astype(float), X, y)[0])
+
+
+def test_functions_of_no_arguments_and_nested_outputs():
+    assert fg.compile(lambda: 1.0)() == 1.0
+    x, (double, total) = fg.compile(lambda x: (x, (x * 2, x.sum())))(np.ones(2))
+    np.testing.assert_array_equal(double, [2.0, 2.0])
+    assert total == 2.0
+    # a gradient through a dim only: zero
+    _, g = fg.compile_grad(lambda x, y: (x * y.shape[0]).sum(), wrt=1)(np.ones(3), np.ones(4))
+    np.testing.assert_array_equal(g, np.zeros(4))
