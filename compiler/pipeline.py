@@ -2,7 +2,8 @@
 
     traced graph ─ verify ─ lower (choose buffers, fuse element-wise work)
         ─ fuse_loops (one pass over shared extents, scalar replacement)
-        ─ parallelize (parallel loops, deterministic chunked reductions) ─ loop IR
+        ─ parallelize (parallel loops, deterministic chunked reductions)
+        ─ plan_buffers (scratch with disjoint lifetimes shares memory) ─ loop IR
 
 Later passes (simplification, fusion across reductions, BLAS calls) slot into
 these lists; a reader sees the whole compiler here.
@@ -15,10 +16,11 @@ from .loopir import Program
 from .fuse_loops import fuse_loops
 from .lower import lower
 from .parallelize import parallelize
+from .plan_buffers import plan_buffers
 from .verify import verify
 
 GRAPH_PASSES = [verify]
-LOOP_PASSES = [fuse_loops, parallelize]
+LOOP_PASSES = [fuse_loops, parallelize, plan_buffers]
 
 
 def optimize_graph(function: Function) -> Function:
