@@ -149,6 +149,16 @@ def test_matrix_products_with_and_without_blas(use_blas, monkeypatch):
                  reference(fn, A.astype(np.float32), B.astype(np.float32)), np.float32)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_matrix_product_over_an_empty_inner_dim_is_zero(dtype):
+    product = fg.compile(lambda A, B: A @ B)
+    for _ in range(20):  # outputs come from np.empty: garbage unless written
+        junk = np.full((3, 4), np.nan, dtype)  # freed memory the output may reuse
+        del junk
+        result = product(np.ones((3, 0), dtype), np.ones((0, 4), dtype))
+        np.testing.assert_array_equal(result, np.zeros((3, 4), dtype))
+
+
 ALL = {**UNARY, **REDUCE, **LAYOUT}
 
 
