@@ -4,13 +4,11 @@ property every op is held to)."""
 
 from __future__ import annotations
 
-import math
 import operator
-import warnings
 
 import numpy as np
 import pytest
-from hypothesis import assume, given
+from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -18,23 +16,9 @@ import fusegrad as fg
 from fusegrad.compiler.numpy_api import FUNCTIONS, UFUNCS
 from reference import axes_for, reference
 from test_ops_reference import BINARY, MATMUL_FORMS, REDUCTIONS, UNARY
-from op_helpers import (  # noqa: F401
+from op_helpers import (
     DTYPES,
-    RTOL,
-    MAX_SIDE,
-    floats,
-    interval,
-    away_from_zero,
-    small_integers,
     special_values,
-    REALS,
-    MODERATE,
-    POSITIVE,
-    NONNEGATIVE,
-    NONZERO,
-    BASES,
-    EXPONENTS,
-    TIES,
     dtypes,
     shapes,
     arrays,
@@ -43,13 +27,6 @@ from op_helpers import (  # noqa: F401
     magnitude,
     assert_matches,
     check_against_numpy,
-    check_same_outcome,
-    np_sigmoid,
-    np_softplus,
-    np_relu,
-    np_logsumexp,
-    np_log_softmax,
-    np_softmax,
 )
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 import operator
-import warnings
 
 import numpy as np
 import pytest
@@ -22,17 +21,10 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import fusegrad as fg
-from fusegrad.compiler.numpy_api import FUNCTIONS, UFUNCS
 from reference import axes_for, reference
-from op_helpers import (  # noqa: F401
-    DTYPES,
-    RTOL,
+from op_helpers import (
     MAX_SIDE,
-    floats,
     interval,
-    away_from_zero,
-    small_integers,
-    special_values,
     REALS,
     MODERATE,
     POSITIVE,
@@ -45,7 +37,6 @@ from op_helpers import (  # noqa: F401
     shapes,
     arrays,
     numpy_value,
-    traced_value,
     magnitude,
     assert_matches,
     check_against_numpy,
