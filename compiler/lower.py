@@ -149,15 +149,9 @@ class _Lowering:
             return
         self.body.extend(
             self.nest(node.shape, lambda idx: [
-                Store(buffer, linear_index(idx, node.shape), self._inline(node, idx))
+                Store(buffer, linear_index(idx, node.shape), self.element(node, idx))
             ])
         )
-
-    def _inline(self, node, idx):
-        rule = ELEMENT.get(node.op)
-        if rule is None:
-            raise FusegradError(f"internal error: no lowering for op {node.op!r}")
-        return rule(self, node, idx)
 
     def copy(self, source: Buffer, target: Buffer, shape):
         self.body.extend(

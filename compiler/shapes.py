@@ -34,9 +34,8 @@ class Constraint:
 
 
 class DimUnifier:
-    def __init__(self, named: set[str], describe: dict[str, str]):
+    def __init__(self, named: set[str]):
         self.named = named  # symbols the user named in annotations
-        self.describe = describe  # symbol -> "dim 1 of argument 'X'"
         self.mapping: dict[str, DimLike] = {}
         self.constraints: list[Constraint] = []
         self.reasons: dict[str, str] = {}

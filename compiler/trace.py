@@ -32,9 +32,6 @@ class ArgSpec:
     shape: tuple
     named: tuple = ()
 
-    def describe(self, axis: int) -> str:
-        return f"dim {axis} of argument {self.name!r}"
-
 
 @dataclass(frozen=True)
 class OutputTree:
@@ -51,7 +48,7 @@ class OutputTree:
         return build(self.structure)
 
 
-def flatten_outputs(result, where: str):
+def flatten_outputs(result):
     leaves = []
 
     def visit(value):
@@ -67,12 +64,7 @@ def flatten_outputs(result, where: str):
 def trace(fn, specs: list[ArgSpec], name: str | None = None) -> tuple[Function, OutputTree]:
     name = name or getattr(fn, "__name__", "function")
     named = {s for spec in specs for s in spec.named}
-    describe = {}
-    for spec in specs:
-        for axis, d in enumerate(spec.shape):
-            if isinstance(d, str):
-                describe.setdefault(d, spec.describe(axis))
-    unifier = shapes.DimUnifier(named, describe)
+    unifier = shapes.DimUnifier(named)
     with unifier:
         params = [
             make(
@@ -92,7 +84,7 @@ def trace(fn, specs: list[ArgSpec], name: str | None = None) -> tuple[Function, 
             if "Dim" in str(exc) or "Tracer" in str(exc):
                 raise TraceError(f"while tracing {name}: {exc}") from exc
             raise
-        leaves, tree = flatten_outputs(result, name)
+        leaves, tree = flatten_outputs(result)
         if not leaves:
             raise TraceError(f"{name} returned nothing: return an array or a tuple of arrays")
         outputs = [_output_node(v, name, k) for k, v in enumerate(leaves)]

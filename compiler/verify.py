@@ -18,7 +18,7 @@ def verify(function: Function) -> Function:
     params = {p.node.id for p in function.params}
     # Shape rules rerun with the function's own dims: no two symbols may merge now,
     # and any equality they still need must be one of the run-time checks.
-    unifier = shapes.DimUnifier(set(function.dim_symbols()), {})
+    unifier = shapes.DimUnifier(set(function.dim_symbols()))
     with unifier:
         _verify_nodes(function, params)
     known = {(c.kind, repr(c.left), repr(c.right)) for c in function.checks}
