@@ -3,6 +3,7 @@
     traced graph ─ verify ─ lower (choose buffers, fuse element-wise work)
         ─ fuse_loops (one pass over shared extents, scalar replacement)
         ─ parallelize (parallel loops, deterministic chunked reductions)
+        ─ block_rows (per-row scalar work of row loops in SIMD lanes)
         ─ plan_buffers (scratch with disjoint lifetimes shares memory) ─ loop IR
 
 Later passes (simplification, fusion across reductions, BLAS calls) slot into
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 from .ir import Function
 from .loopir import Program
+from .block_rows import block_rows
 from .fuse_loops import fuse_loops
 from .lower import lower
 from .parallelize import parallelize
@@ -20,7 +22,7 @@ from .plan_buffers import plan_buffers
 from .verify import verify
 
 GRAPH_PASSES = [verify]
-LOOP_PASSES = [fuse_loops, parallelize, plan_buffers]
+LOOP_PASSES = [fuse_loops, parallelize, block_rows, plan_buffers]
 
 
 def optimize_graph(function: Function) -> Function:

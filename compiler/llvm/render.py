@@ -316,6 +316,8 @@ class _Renderer:
                 slot, typ=value_type(acc.dtype))
             captures.append((("acc", acc), value))
         for buffer in buffers:
+            if buffer.kind == "local":
+                continue  # the outlined body allocates its own
             pointer = self.pointers.get(buffer)
             if pointer is None:
                 raise CompileError(
@@ -398,6 +400,14 @@ class _Renderer:
             self.fg_parallel_for = ir.Function(self.module, ftype, "fg_parallel_for")
             self.fg_parallel_for.attributes.add("nounwind")
         return self.fg_parallel_for
+
+    def _local_array(self, buffer: loopir.Buffer) -> ir.Value:
+        """A `local` buffer: a stack array of the function being rendered (an outlined
+        parallel body has its own, so each thread has its own)."""
+        count = symbolic.simplify(symbolic.product(buffer.shape))
+        if not isinstance(count, int):
+            raise CompileError(f"local buffer {buffer.name} needs a constant size, not {count!r}")
+        return self.allocas.alloca(STORAGE_TYPES[buffer.dtype], size=_i64(count), name=buffer.name)
 
     def _entry_alloca(self, typ: ir.Type, name: str) -> ir.Value:
         """An alloca in the entry block of the current function, which holds allocas only
@@ -510,6 +520,8 @@ class _Renderer:
 
     def _element_pointer(self, buffer: loopir.Buffer, index) -> ir.Value:
         pointer = self.pointers.get(buffer)
+        if pointer is None and buffer.kind == "local":
+            pointer = self.pointers[buffer] = self._local_array(buffer)
         if pointer is None:
             raise CompileError(f"buffer {buffer.name} is not a buffer of {self.program.name}")
         return self.builder.gep(
