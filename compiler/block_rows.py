@@ -302,9 +302,9 @@ def _pass_accumulators(cut, row, new_local):
     home = {}
     for k, (_, stmts) in enumerate(cut):
         for stmt in walk(stmts):
-            if isinstance(stmt, (AccInit, AccUpdate)) and home.setdefault(stmt.acc, k) != k:
-                if isinstance(stmt, AccInit) or stmt.acc in _initialized(cut):
-                    return None  # set up in one phase, changed in another
+            moved = isinstance(stmt, (AccInit, AccUpdate)) and home.setdefault(stmt.acc, k) != k
+            if moved and (isinstance(stmt, AccInit) or stmt.acc in _initialized(cut)):
+                return None  # set up in one phase, changed in another
     inside = _initialized(cut)
     carried = {}
     for k, (_, stmts) in enumerate(cut):

@@ -12,10 +12,10 @@ these lists; a reader sees the whole compiler here.
 
 from __future__ import annotations
 
-from .ir import Function
-from .loopir import Program
 from .block_rows import block_rows
 from .fuse_loops import fuse_loops
+from .ir import Function
+from .loopir import Program
 from .lower import lower
 from .parallelize import parallelize
 from .plan_buffers import plan_buffers
