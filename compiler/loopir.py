@@ -5,6 +5,8 @@ A compiled function lowers to one `Program`:
 - `dims`: the names of its `int64` dim parameters, in ABI order;
 - `inputs`, `outputs`: buffers given by the caller (C-contiguous, row-major);
 - `scratch`: buffers the program allocates (`fg_alloc`) and frees itself;
+  `local` buffers (small, constant size) are not listed: a renderer gives each a
+  stack array in the function that uses it;
 - `body`: statements.
 
 Statements: `Loop` (for var in range(extent)), `Store` (buffer[index] = value),
@@ -41,7 +43,10 @@ class Buffer:
     name: str
     dtype: str  # "float32", "float64" or "bool" (one byte per element)
     shape: tuple  # of DimLike; the element count is their product
-    kind: str  # "input", "output" or "scratch"
+    # "input", "output", "scratch" (allocated per call by the program) or "local" (a
+    # stack array of constant size in the function that runs the loop using it, so
+    # every thread running an outlined parallel body has its own)
+    kind: str
 
 
 # -- scalar expressions -------------------------------------------------------------
