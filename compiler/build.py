@@ -33,6 +33,27 @@ def zeros(shape, dtype: str) -> Node:
     return constant(0.0, dtype, shape)
 
 
+def iota(shape, axis: int, dtype: str = "float64") -> Node:
+    """out[i0, i1, ...] = i_axis."""
+    shape = tuple(shapes.canonical(d) for d in shape)
+    return make("iota", shape=shape, axis=int(axis), dtype=dtype)
+
+
+def eye(n, dtype: str = "float64") -> Node:
+    """The n × n identity matrix, (iota(n×n, 0) == iota(n×n, 1)) as numbers."""
+    rows, cols = iota((n, n), 0, dtype), iota((n, n), 1, dtype)
+    return cast(make("eq", [rows, cols]), dtype)
+
+
+def is_eye(node: Node) -> bool:
+    """Whether the node is an identity matrix built by `eye`."""
+    if node.op != "cast" or node.ndim != 2 or node.inputs[0].op != "eq":
+        return False
+    a, b = node.inputs[0].inputs
+    return (a.op == b.op == "iota" and {a.attr("axis"), b.attr("axis")} == {0, 1}
+            and symbolic.dims_equal(node.shape[0], node.shape[1]))
+
+
 def dim_value(dim: DimLike, dtype: str = "float64") -> Node:
     """A dim used as a number, e.g. the `n` in `sum(x) / n`."""
     dim = shapes.canonical(dim)
@@ -265,7 +286,7 @@ def reshape(x: Node, shape) -> Node:
 
 def transpose(x: Node, perm) -> Node:
     perm = tuple(int(p) for p in perm)
-    if perm == tuple(range(x.ndim)):
+    if perm == tuple(range(x.ndim)) or is_eye(x):  # Iᵀ = I
         return x
     if x.op == "transpose":  # (x^T)^T = x, and compositions in general
         inner = x.attr("perm")
@@ -324,7 +345,31 @@ def sum_to_shape(x: Node, shape) -> Node:
 def matmul(a: Node, b: Node) -> Node:
     """(m, k) @ (k, n) on 2-D operands."""
     a, b = _float_operands_no_broadcast([a, b])
+    if is_eye(a) and a.dtype == b.dtype:  # I·B = B (a Jacobian's basis meets a product)
+        return b
+    if is_eye(b) and a.dtype == b.dtype:
+        return a
+    d = diagonal_of(a)
+    if d is not None and d.dtype == b.dtype:  # diag(d)·B = d[:, None] ⊙ B
+        return mul(reshape(d, (d.shape[0], 1)), b)
+    d = diagonal_of(b)
+    if d is not None and d.dtype == a.dtype:  # A·diag(d) = A ⊙ d[None, :]
+        return mul(a, reshape(d, (1, d.shape[0])))
     return make("matmul", [a, b])
+
+
+def diagonal_of(node: Node) -> Node | None:
+    """d when the node is diag(d) = I ⊙ (d broadcast along rows or columns), else None."""
+    if node.op != "mul" or node.ndim != 2:
+        return None
+    for eye_side, other in (node.inputs, node.inputs[::-1]):
+        if not is_eye(eye_side) or other.op != "broadcast_to":
+            continue
+        source = other.inputs[0]
+        if source.op == "reshape" and source.ndim == 2 and 1 in (
+                source.shape[0], source.shape[1]) and source.inputs[0].ndim == 1:
+            return source.inputs[0]
+    return None
 
 
 def _float_operands_no_broadcast(operands) -> list[Node]:

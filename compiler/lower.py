@@ -25,7 +25,7 @@ from .ops.reduce import REDUCTIONS
 ELEMENTWISE = set(UNARY + BINARY + COMPARE + LOGICAL + ("select", "cast"))
 LAYOUT = {"broadcast_to", "reshape", "transpose", "slice", "stop_gradient"}
 OWN_LOOPS = set(REDUCTIONS) | {"matmul", "embed"}
-LEAVES = {"const", "dim"}
+LEAVES = {"const", "dim", "iota"}
 
 
 def linear_index(idx, shape):
@@ -250,6 +250,7 @@ ELEMENT.update({
     "stop_gradient": lambda low, node, idx: low.element(node.inputs[0], idx),
     "const": _const, "dim": _dim, "broadcast_to": _broadcast, "transpose": _transpose,
     "slice": _slice, "reshape": _reshape,
+    "iota": lambda low, node, idx: DimValue(idx[node.attr("axis")], node.dtype),
 })
 
 

@@ -18,6 +18,6 @@ NOT_DIFFERENTIABLE = object()
 
 
 def all_ops() -> list[str]:
-    from . import elementwise, layout, linalg, reduce  # noqa: F401  (registers rows)
+    from . import elementwise, index, layout, linalg, reduce  # noqa: F401  (registers rows)
 
     return sorted(SHAPE)
