@@ -95,9 +95,10 @@ def _in_row(index, buffer, loop: Loop) -> bool:
     """Whether `buffer[index]` lies in row `loop.var` of the buffer: its first axis is
     the loop's extent, and the index is var·(row size) plus terms free of var (which
     index within the row, as every in-bounds access of the lowering does)."""
-    if not buffer.shape or not symbolic.dims_equal(buffer.shape[0], loop.extent):
+    shape = _without_leading_ones(buffer.shape)
+    if not shape or not symbolic.dims_equal(shape[0], loop.extent):
         return False
-    row_size = symbolic.as_dim(symbolic.product(buffer.shape[1:]))
+    row_size = symbolic.as_dim(symbolic.product(shape[1:]))
     var = symbolic.Dim.symbol(loop.var)
     index = symbolic.as_dim(index)
     with_var = symbolic.Dim({m: c for m, c in index.terms if var.terms[0][0][0] in m})
@@ -105,6 +106,14 @@ def _in_row(index, buffer, loop: Loop) -> bool:
         return False
     rest = index - with_var
     return loop.var not in rest.symbols()
+
+
+def _without_leading_ones(shape) -> tuple:
+    """The shape without leading axes of size 1 (a (1, n) buffer has rows of one element)."""
+    shape = tuple(shape)
+    while len(shape) > 1 and shape[0] == 1:
+        shape = shape[1:]
+    return shape
 
 
 def _renamed(loop: Loop, var: str) -> Loop:

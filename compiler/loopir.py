@@ -149,6 +149,9 @@ class Gemm:
     k: DimLike
     trans_a: bool = False
     trans_b: bool = False
+    # c is known to be symmetric (c = bᵀ diag(s) b, see `symmetric_products`): a renderer
+    # may compute one triangle and mirror it
+    symmetric: bool = False
 
 
 @dataclass(eq=False)
@@ -212,7 +215,8 @@ def format_program(program: Program) -> str:
             elif isinstance(s, Gemm):
                 a = f"{s.a.name}ᵀ" if s.trans_a else s.a.name
                 b = f"{s.b.name}ᵀ" if s.trans_b else s.b.name
-                lines.append(f"{pad}{s.c.name} = gemm({a}, {b})  # {s.m!r}×{s.k!r} @ {s.k!r}×{s.n!r}")
+                kind = "gemm" if not s.symmetric else "symmetric_gemm"
+                lines.append(f"{pad}{s.c.name} = {kind}({a}, {b})  # {s.m!r}×{s.k!r} @ {s.k!r}×{s.n!r}")
             elif isinstance(s, Block):
                 emit(s.body, depth)
 

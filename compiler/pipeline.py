@@ -4,6 +4,7 @@
         ─ fuse_loops (one pass over shared extents, scalar replacement)
         ─ parallelize (parallel loops, deterministic chunked reductions)
         ─ block_rows (per-row scalar work of row loops in SIMD lanes)
+        ─ symmetric_products (Bᵀ diag(s) B: one triangle, mirrored)
         ─ plan_buffers (scratch with disjoint lifetimes shares memory) ─ loop IR
 
 Later passes (simplification, fusion across reductions, BLAS calls) slot into
@@ -19,10 +20,11 @@ from .loopir import Program
 from .lower import lower
 from .parallelize import parallelize
 from .plan_buffers import plan_buffers
+from .symmetric_products import symmetric_products
 from .verify import verify
 
 GRAPH_PASSES = [verify]
-LOOP_PASSES = [fuse_loops, parallelize, block_rows, plan_buffers]
+LOOP_PASSES = [fuse_loops, parallelize, block_rows, symmetric_products, plan_buffers]
 
 
 def optimize_graph(function: Function) -> Function:

@@ -9,6 +9,8 @@ reused allocations mean less memory touched per call.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from . import symbolic
 from .loop_walk import effects_of, rewrite
 from .loopir import Gemm, Load, Program, Store
@@ -49,8 +51,8 @@ def plan_buffers(program: Program) -> Program:
     body = []
     for stmt in program.body:
         if isinstance(stmt, Gemm):
-            body.append(Gemm(*(replacement.get(b, b) for b in (stmt.c, stmt.a, stmt.b)),
-                             stmt.m, stmt.n, stmt.k, stmt.trans_a, stmt.trans_b))
+            body.append(replace(stmt, c=replacement.get(stmt.c, stmt.c),
+                                a=replacement.get(stmt.a, stmt.a), b=replacement.get(stmt.b, stmt.b)))
         else:
             body.extend(rewrite([stmt], load=load, store=store))
     kept = [b for b in program.scratch if b not in replacement]

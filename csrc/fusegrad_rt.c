@@ -6,11 +6,23 @@
 #undef _POSIX_C_SOURCE
 #define _POSIX_C_SOURCE 200112L
 #endif
+#ifndef _DEFAULT_SOURCE
+#define _DEFAULT_SOURCE /* madvise */
+#endif
 
 #include "fusegrad_rt.h"
 
 #include <stdint.h>
 #include <stdlib.h>
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
+
+/* Blocks from this size on are aligned to 2 MiB and offered to transparent huge
+ * pages (as NumPy does for its arrays): a fresh 40 MB scratch buffer otherwise
+ * takes 10,000 page faults on first touch, which measured 50 ms in a VM. */
+#define FG_HUGE_BLOCK ((size_t)4 << 20)
+#define FG_HUGE_ALIGNMENT ((size_t)2 << 20)
 
 void *fg_alloc(int64_t nbytes)
 {
@@ -23,6 +35,14 @@ void *fg_alloc(int64_t nbytes)
         return NULL;
     /* A zero-byte request still gets a real, freeable block. */
     size = nbytes == 0 ? (size_t)FG_ALLOC_ALIGNMENT : (size_t)nbytes;
+    if (size >= FG_HUGE_BLOCK) {
+        if (posix_memalign(&p, FG_HUGE_ALIGNMENT, size) != 0)
+            return NULL;
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+        (void)madvise(p, size, MADV_HUGEPAGE); /* a hint: failure changes nothing */
+#endif
+        return p;
+    }
     if (posix_memalign(&p, (size_t)FG_ALLOC_ALIGNMENT, size) != 0)
         return NULL;
     return p;

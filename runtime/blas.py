@@ -26,6 +26,12 @@ _ffi.cdef(
     void scipy_cblas_sgemm(int order, int transa, int transb, int m, int n, int k,
                            float alpha, const float *a, int lda, const float *b, int ldb,
                            float beta, float *c, int ldc);
+    void scipy_cblas_dgemmt(int order, int uplo, int transa, int transb, int n, int k,
+                            double alpha, const double *a, int lda, const double *b, int ldb,
+                            double beta, double *c, int ldc);
+    void scipy_cblas_sgemmt(int order, int uplo, int transa, int transb, int n, int k,
+                            float alpha, const float *a, int lda, const float *b, int ldb,
+                            float beta, float *c, int ldc);
     void scipy_openblas_set_num_threads(int n);
     int scipy_openblas_get_num_threads(void);
     """
@@ -36,6 +42,8 @@ _missing = None
 
 #: The symbols the generated code may call, as the JIT knows them.
 GEMM_SYMBOLS = {"float64": "scipy_cblas_dgemm", "float32": "scipy_cblas_sgemm"}
+#: One triangle of a product known to be symmetric (OpenBLAS ≥ 0.3.20).
+GEMMT_SYMBOLS = {"float64": "scipy_cblas_dgemmt", "float32": "scipy_cblas_sgemmt"}
 
 
 def _load():
@@ -64,13 +72,13 @@ def available() -> bool:
 
 
 def symbol_addresses() -> dict[str, int]:
-    """Addresses of the GEMM entry points, for `llvmlite.binding.add_symbol`."""
+    """Addresses of the GEMM and GEMMT entry points, for `llvmlite.binding.add_symbol`."""
     library = _load()
     if library is None:
         return {}
     return {
         name: int(_ffi.cast("uintptr_t", _ffi.addressof(library, name)))
-        for name in GEMM_SYMBOLS.values()
+        for name in [*GEMM_SYMBOLS.values(), *GEMMT_SYMBOLS.values()]
     }
 
 

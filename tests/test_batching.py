@@ -285,3 +285,36 @@ def test_hessian_needs_a_scalar_and_one_parameter():
         hessian(logistic, wrt=(0, 1))
     with pytest.raises(fg.FusegradError, match="one parameter"):
         compile_hessian(logistic, wrt=("w", "X"))
+
+
+# -- symmetric products (compiler/symmetric_products.py) ----------------------------------------
+def gemms_of(fn, *args):
+    program = pipeline.to_loop_ir(fg.compile(fn).lower(*args), blas=True)
+    return [s for s in walk(program.body) if isinstance(s, Gemm)]
+
+
+def test_a_hessian_product_is_marked_symmetric_and_other_products_are_not():
+    w, X, y = np.ones(3), np.ones((5, 3)), np.ones(5)
+    (gemm,) = gemms_of(hessian(logistic), w, X, y)
+    assert gemm.symmetric
+    A, B = np.ones((5, 3)), np.ones((5, 3))
+    (plain,) = gemms_of(lambda A, B: A.T @ B, A, B)
+    assert not plain.symmetric
+    s = np.ones(3)  # scaled by column: Aᵀ A diag(s)-like, not Aᵀ diag(s) A
+    (by_column,) = gemms_of(lambda A, s: (A * fg.exp(s)).T @ A, A, s)
+    assert not by_column.symmetric
+    r = np.ones(5)
+    (by_row,) = gemms_of(lambda A, r: (A * fg.exp(r)[:, None]).T @ A, A, r)
+    assert by_row.symmetric
+
+
+@pytest.mark.parametrize("columns", [5, 127, 128, 200])
+def test_symmetric_products_on_both_sides_of_the_triangle_threshold(columns):
+    rng = np.random.default_rng(columns)
+    X = rng.standard_normal((300, columns)) / np.sqrt(columns)
+    y = np.sign(rng.standard_normal(300))
+    w = 0.5 * rng.standard_normal(columns)
+    H = fg.compile(hessian(logistic))(w, X, y)
+    expected = logistic_hessian_closed_form(w, X, y)
+    np.testing.assert_allclose(H, expected, rtol=1e-11, atol=1e-13)
+    assert np.array_equal(H, H.T)  # mirrored, not computed twice
