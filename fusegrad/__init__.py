@@ -11,6 +11,7 @@
 """
 
 from .annotations import f32, f64
+from .batched import compile_hessian, hessian, jacobian, value_grad_hessian, vmap
 from .api import CompiledFunction, compile, compile_grad
 from .compiler.errors import CompileError, DTypeError, FusegradError, ShapeError, TraceError
 from .compiler.numpy_api import (
@@ -27,6 +28,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "compile", "compile_grad", "grad", "value_and_grad", "CompiledFunction", "f32", "f64",
+    "vmap", "jacobian", "hessian", "value_grad_hessian", "compile_hessian",
     "FusegradError", "ShapeError", "DTypeError", "TraceError", "CompileError",
     "abs", "absolute", "add", "amax", "amin", "astype", "broadcast_to", "clip", "cos", "divide",
     "dot", "equal", "exp", "expand_dims", "expm1", "full_like", "greater", "greater_equal",
