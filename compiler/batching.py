@@ -36,7 +36,7 @@ def batch(outputs, placeholders: dict[int, Node], size) -> list[tuple[Node, bool
         if node.id in values or not any(i.id in values for i in node.inputs):
             continue
         flags = [i.id in values for i in node.inputs]
-        scaled = _scaled_rule(node, [values.get(i.id, i) for i in node.inputs], flags)
+        scaled = _scaled_rule(node, [values.get(i.id, i) for i in node.inputs], flags, size)
         if scaled is not None:
             values[node.id] = scaled
             continue
@@ -74,12 +74,17 @@ def _times_scale(a, b):
     return a if b is None else B.mul(a, b)
 
 
-def _scaled_rule(node, inputs, batched):
+def _scaled_rule(node, inputs, batched, size):
     """The node as a _Scaled value when it scales one batched input by unbatched ones;
     None when it needs the batched rule."""
     op = node.op
     if node.dtype not in ("float32", "float64"):
         return None
+    if op in ("reshape", "transpose", "broadcast_to") and isinstance(inputs[0], _Scaled):
+        c = B.const_value(inputs[0].scale) if inputs[0].scale is not None else 1.0
+        if c is not None:  # a uniform scale commutes with moving elements around
+            base = BATCH[op](node, [inputs[0].base], batched, size)
+            return _Scaled(base, B.constant(c, node.dtype, node.shape))
     if op == "neg" and batched[0]:
         base, scale = _parts(inputs[0])
         return _Scaled(base, B.neg(scale) if scale is not None else B.constant(

@@ -363,7 +363,12 @@ def diagonal_of(node: Node) -> Node | None:
     if node.op != "mul" or node.ndim != 2:
         return None
     for eye_side, other in (node.inputs, node.inputs[::-1]):
-        if not is_eye(eye_side) or other.op != "broadcast_to":
+        if not is_eye(eye_side):
+            continue
+        c = const_value(other)
+        if c is not None:  # c·I
+            return constant(c, node.dtype, (node.shape[0],))
+        if other.op != "broadcast_to":
             continue
         source = other.inputs[0]
         if source.op == "reshape" and source.ndim == 2 and 1 in (

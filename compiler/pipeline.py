@@ -1,6 +1,7 @@
 """The compiler as a flat list of passes, each a pure function from IR to IR.
 
-    traced graph ─ verify ─ lower (choose buffers, fuse element-wise work)
+    traced graph ─ simplify (algebra: σ(u) for eᵘ/(eᵘ+1), negations outwards, …)
+        ─ verify ─ lower (choose buffers, fuse element-wise work)
         ─ fuse_loops (one pass over shared extents, scalar replacement)
         ─ parallelize (parallel loops, deterministic chunked reductions)
         ─ block_rows (per-row scalar work of row loops in SIMD lanes)
@@ -20,10 +21,11 @@ from .loopir import Program
 from .lower import lower
 from .parallelize import parallelize
 from .plan_buffers import plan_buffers
+from .simplify import simplify
 from .symmetric_products import symmetric_products
 from .verify import verify
 
-GRAPH_PASSES = [verify]
+GRAPH_PASSES = [simplify, verify]
 LOOP_PASSES = [fuse_loops, parallelize, block_rows, symmetric_products, plan_buffers]
 
 

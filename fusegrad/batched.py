@@ -20,6 +20,7 @@ from .compiler import build as B
 from .compiler.batching import batch, move_axis, with_batch_axis
 from .compiler.errors import FusegradError, TraceError
 from .compiler.ir import Node, make
+from .compiler.simplify import simplify_nodes
 from .compiler.trace import flatten_outputs
 from .compiler.tracer import Tracer, to_node, wrap
 from .transforms import resolve_wrt
@@ -223,7 +224,8 @@ def _value_grad_hessian(fn, args, position: int):
         raise TraceError(f"{getattr(fn, '__name__', fn)} must return a scalar for a Hessian, "
                          f"got shape {symbolic.format_shape(value.shape)}")
     (x,) = _targets(args, (position,), "hessian")
-    (gradient,) = autodiff.grad(value, [x])
+    # Simplified first: the Hessian differentiates σ(u), not the rule-by-rule eᵘ/(eᵘ+1).
+    (gradient,) = simplify_nodes(autodiff.grad(value, [x]))
     return value, gradient, _jacobian_node(gradient, x, HESSIAN_MODE)
 
 
