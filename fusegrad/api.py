@@ -106,6 +106,20 @@ class CompiledFunction:
         key = _specialization_key(arrays)
         return self._specializations.get(key) or self._specialize(key, arrays)
 
+    def explain(self, *args, latex: bool = False) -> str:
+        """What the kernel for arguments like `args` computes, in matrix notation, e.g.
+        for `compile_grad(logistic)`: `∇_w = −Xᵀ (y ⊙ σ(u))` with u = −y ⊙ X w. It is the
+        simplified graph the kernel is compiled from; `latex=True` gives LaTeX."""
+        from .compiler.explain import explain
+        from .compiler.simplify import simplify
+
+        function, _ = self.trace(*args)
+        labels = getattr(self.fn, "fusegrad_labels", None)
+        if labels is None:
+            name = "f" if self.__name__.startswith("<") else self.__name__
+            labels = [name] if len(function.outputs) == 1 else []
+        return explain(simplify(function), labels, latex=latex)
+
     @property
     def cache_size(self) -> int:
         """Number of compiled specializations (dtypes, ranks, size-1 dims)."""

@@ -23,7 +23,7 @@ from .compiler.ir import Node, make
 from .compiler.simplify import simplify_nodes
 from .compiler.trace import flatten_outputs
 from .compiler.tracer import Tracer, to_node, wrap
-from .transforms import resolve_wrt
+from .transforms import _name, parameter_names, resolve_wrt
 
 _placeholder_ids = itertools.count()
 #: How the Hessian differentiates the gradient (the batched Jacobian of ∇f).
@@ -213,6 +213,7 @@ def jacobian(fn=None, wrt=0, mode: str = "auto"):
         return tuple(jacobians) if as_tuple else jacobians[0]
 
     jacobian_fn.__signature__ = inspect.signature(fn)
+    jacobian_fn.fusegrad_labels = [("jacobian", parameter_names(fn)[k]) for k in positions]
     return jacobian_fn
 
 
@@ -244,6 +245,7 @@ def hessian(fn=None, wrt=0):
         return wrap(_value_grad_hessian(fn, args, position)[2])
 
     hessian_fn.__signature__ = inspect.signature(fn)
+    hessian_fn.fusegrad_labels = [("hessian", parameter_names(fn)[position])]
     return hessian_fn
 
 
@@ -260,6 +262,8 @@ def value_grad_hessian(fn=None, wrt=0):
         return tuple(wrap(n) for n in _value_grad_hessian(fn, args, position))
 
     both_fn.__signature__ = inspect.signature(fn)
+    name = parameter_names(fn)[position]
+    both_fn.fusegrad_labels = [_name(fn), ("grad", name), ("hessian", name)]
     return both_fn
 
 

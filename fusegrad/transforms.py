@@ -93,6 +93,8 @@ def value_and_grad(fn=None, wrt=0):
         return value, (tuple(grads) if as_tuple else grads[0])
 
     value_and_grad_fn.__signature__ = inspect.signature(fn)
+    names = parameter_names(fn)
+    value_and_grad_fn.fusegrad_labels = [_name(fn)] + [("grad", names[k]) for k in positions]
     return value_and_grad_fn
 
 
@@ -111,4 +113,11 @@ def grad(fn=None, wrt=0):
         return both(*args)[1]
 
     grad_fn.__signature__ = inspect.signature(fn)
+    grad_fn.fusegrad_labels = both.fusegrad_labels[1:]
     return grad_fn
+
+
+def _name(fn) -> str:
+    """The function's name for `explain` ("f" for a lambda)."""
+    name = getattr(fn, "__name__", "f")
+    return "f" if name.startswith("<") else name
