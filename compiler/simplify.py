@@ -20,12 +20,14 @@ Rules, by op (a, b, x, u: any nodes; c: a constant):
     add:    a + (−b) = a − b;  (−a) + b = b − a;  x + x = 2·x
     sub:    a − (−b) = a + b;  1 − σ(u) = σ(−u)
     matmul: A·(−B) = −(A·B);  (−A)·B = −(A·B)
+    reduce_sum: Σ over axes a broadcast repeats = the value times their extent
     reshape, transpose, broadcast_to:  of −x = −(of x)  (a negation moves outwards)
 """
 
 from __future__ import annotations
 
 from . import build as B
+from . import symbolic
 from .errors import ShapeError
 from .ir import Function, Node, make, toposort
 
@@ -244,6 +246,27 @@ def _minus_negation(node):
     if _is_const(a, 1.0) and b.op == "logistic":
         return make("logistic", [_neg(b.inputs[0])])
     return None
+
+
+# -- reductions ---------------------------------------------------------------------------------
+@rule("reduce_sum")
+def _sum_of_a_broadcast(node):
+    """Σ over axes a broadcast only repeats = the value times the number of repeats."""
+    x = node.inputs[0]
+    if x.op != "broadcast_to":
+        return None
+    source = x.inputs[0]
+    lead = x.ndim - source.ndim
+    axes = node.attr("axes")
+    repeated = [k for k in axes if k < lead or (source.shape[k - lead] == 1 and x.shape[k] != 1)]
+    if len(repeated) != len(axes):
+        return None
+    count = symbolic.simplify(symbolic.product([x.shape[k] for k in axes]))
+    kept = [d for k, d in enumerate(x.shape) if k not in axes]
+    # the source without the repeated axes (its size-1 axes among them), then the kept
+    # axes broadcast back where the source had size 1
+    inner = B.reshape(source, [d for k, d in enumerate(source.shape) if k + lead not in axes])
+    return B.mul(B.broadcast_to(inner, kept), B.dim_value(count, node.dtype))
 
 
 # -- layout: a negation moves outwards ---------------------------------------------------------

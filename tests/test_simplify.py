@@ -79,3 +79,17 @@ def test_simplified_graphs_compute_the_same_values(fn):
     simplified = simplify(function)
     np.testing.assert_allclose(evaluate(simplified, [x])[0], expected, rtol=1e-14, atol=1e-15)
     np.testing.assert_allclose(fg.compile(fn)(x), expected, rtol=1e-13, atol=1e-15)
+
+
+@pytest.mark.parametrize("fn, shape", [
+    (lambda x: fg.sum(fg.broadcast_to(x, (4,) + x.shape), axis=0), (3,)),
+    (lambda x: fg.sum(fg.broadcast_to(x, (2, 3)), axis=1), (2, 1)),
+    (lambda x: fg.sum(fg.broadcast_to(x, (2, 3))), ()),
+    (lambda x: fg.sum(x * fg.ones_like(x)[:, None], axis=1), (3,)),
+], ids=["new axis", "size-1 axis", "scalar", "mixed"])
+def test_sums_of_broadcasts_are_products(fn, shape):
+    x = np.linspace(0.5, 2.0, int(np.prod(shape))).reshape(shape)
+    expected = reference(fn, x)
+    simplified = simplify(graph(fn, x))
+    np.testing.assert_allclose(evaluate(simplified, [x])[0], expected, rtol=1e-15)
+    np.testing.assert_allclose(fg.compile(fn)(x), expected, rtol=1e-15)
