@@ -5,8 +5,9 @@ For each workload:
 1. first call: every implementation is created fresh and its first call timed on
    the workload's smallest case (fusegrad with its process-wide kernel cache
    cleared, so the time is trace + compile + one run);
-2. per case: the first call's result is checked against NumPy (value rtol 1e-9,
-   gradient rtol 1e-7) and a wrong implementation is not timed; then warm-up calls
+2. per case: the first call's result is checked against NumPy, output by output with
+   the tolerances of the workload's kind (value 1e-9, gradient and Hessian 1e-7, Newton
+   coefficients 1e-6), and a wrong implementation is not timed; then warm-up calls
    (two at least, for half a second), whose fastest sets the batch size;
 3. rounds: each round calls every implementation `reps` times in a row (enough to
    last ≥ `inner_target_s` at the fastest warm-up speed, one call for big cases),
@@ -25,15 +26,12 @@ import time
 import zlib
 from dataclasses import dataclass, field
 
+import implementations as impl
 import numpy as np
+import workloads as wl
+from fusegrad.runtime import kernel as fusegrad_kernels
 
 import fusegrad as fg
-import fusegrad.runtime.kernel as fusegrad_kernels
-
-import workloads as wl
-
-VALUE_RTOL = 1e-9
-GRAD_RTOL = 1e-7
 
 
 @dataclass
@@ -49,7 +47,7 @@ class Settings:
     # Warm-up calls last at least this long: torch.compile's background compile workers keep
     # the cores busy for a while after a (re)compilation.
     warmup_s: float = 0.5
-    frameworks: tuple = ("JAX", "PyTorch")
+    frameworks: tuple = tuple(impl.available_frameworks())  # optional frameworks to run
     torch_compile: bool = True
 
 
@@ -59,8 +57,7 @@ class Timing:
     note: str = ""
     status: str = "ok"  # ok | wrong | error
     message: str = ""
-    value_error: float = math.nan  # |v − v_numpy| / |v_numpy|
-    grad_error: float = math.nan  # max over gradients of max|g − g_numpy| / max|g_numpy|
+    errors: tuple = ()  # per output of the kind: max|r − r_numpy| / max|r_numpy|
     reps: int = 0
     samples: list = field(default_factory=list)  # seconds per call, one per round
 
@@ -105,19 +102,39 @@ def input_size(case: wl.Case) -> int:
     return math.prod(case.sizes.values())
 
 
-def relative_errors(result, reference) -> tuple[float, float]:
-    value, grads = result
-    ref_value, ref_grads = reference
-    value_error = abs(value - ref_value) / max(abs(ref_value), np.finfo(float).tiny)
-    if len(grads) != len(ref_grads):
-        return value_error, math.inf
-    grad_error = 0.0
-    for grad, ref in zip(grads, ref_grads):
-        if np.shape(grad) != np.shape(ref):
-            return value_error, math.inf
-        scale = max(float(np.max(np.abs(ref))), np.finfo(float).tiny)
-        grad_error = max(grad_error, float(np.max(np.abs(grad - ref))) / scale)
-    return value_error, grad_error
+def arrays_of(output) -> list:
+    """An output's arrays: itself, or those of a tuple (one gradient per argument)."""
+    if isinstance(output, tuple):
+        return [array for part in output for array in arrays_of(part)]
+    return [np.asarray(output)]
+
+
+def relative_error(output, reference) -> float:
+    """max|r − r_ref| / max|r_ref| over the output's arrays; inf when their shapes differ."""
+    arrays, references = arrays_of(output), arrays_of(reference)
+    if [a.shape for a in arrays] != [r.shape for r in references]:
+        return math.inf
+    error = 0.0
+    for array, ref in zip(arrays, references):
+        scale = max(float(np.max(np.abs(ref), initial=0.0)), np.finfo(float).tiny)
+        error = max(error, float(np.max(np.abs(array - ref), initial=0.0)) / scale)
+    return error
+
+
+def relative_errors(kind: impl.Kind, result, reference) -> tuple:
+    """One relative error per output of the kind (a one-output kind's result is that output)."""
+    if len(kind.outputs) == 1:
+        result, reference = (result,), (reference,)
+    if len(result) != len(reference):
+        return (math.inf,) * len(kind.outputs)
+    return tuple(relative_error(r, ref) for r, ref in zip(result, reference))
+
+
+def check_message(kind: impl.Kind, errors: tuple) -> str:
+    return ", ".join(
+        f"{output.name} rel. error {error:.1e} (tol {output.rtol:g})"
+        for output, error in zip(kind.outputs, errors)
+    )
 
 
 def describe_error(exc: Exception) -> str:
@@ -140,17 +157,25 @@ def warm_up_process() -> float | str:
 
 
 def create_implementations(workload: wl.Workload, settings: Settings) -> list:
+    """Fresh implementations of the workload, NumPy's first; optional frameworks that are
+    not installed or not chosen are left out."""
     fusegrad_kernels._kernels.clear()  # first call = trace + compile, not a cache hit
-    impls = [wl.numpy_implementation(workload), wl.fusegrad_implementation(workload)]
-    if "JAX" in settings.frameworks:
-        impls.append(wl.jax_implementation(workload))
-    if "PyTorch" in settings.frameworks:
-        impls.append(wl.torch_implementation(workload, compile=settings.torch_compile))
-    return [impl for impl in impls if impl is not None]
+    optional = impl.available_frameworks()
+    impls = []
+    for framework, factory in workload.implementations.items():
+        if framework in optional and framework not in settings.frameworks:
+            continue
+        implementation = factory(workload)
+        if implementation is None:
+            continue
+        if implementation.eager is not None and not settings.torch_compile:
+            implementation = implementation.eager()
+        impls.append(implementation)
+    return impls
 
 
-def time_first_call(impl: wl.Implementation, arrays) -> float:
-    bound = impl.bind(arrays)
+def time_first_call(implementation: impl.Implementation, arrays) -> float:
+    bound = implementation.bind(arrays)
     start = time.perf_counter()
     bound()
     return time.perf_counter() - start
@@ -159,21 +184,22 @@ def time_first_call(impl: wl.Implementation, arrays) -> float:
 def measure_first_calls(workload: wl.Workload, cases: list, settings: Settings):
     """Fresh implementations, their first calls timed on the smallest case.
 
-    A torch.compile that fails is replaced by eager PyTorch, with the failure noted.
+    A compiled implementation that fails (torch.compile) is replaced by its eager one, with
+    the failure noted.
     """
     case = min(cases, key=input_size)
     arrays = case_inputs(workload, case)
     impls = create_implementations(workload, settings)
     first_calls = {}
-    for index, impl in enumerate(impls):
+    for index, implementation in enumerate(impls):
         time.sleep(settings.settle_s)
         try:
-            first_calls[impl.name] = time_first_call(impl, arrays)
+            first_calls[implementation.name] = time_first_call(implementation, arrays)
         except Exception as exc:  # noqa: BLE001 - reported, the others still run
-            first_calls[impl.name] = describe_error(exc)
-            if impl.name == "PyTorch":
-                eager = wl.torch_implementation(workload, compile=False)
-                eager.note += f" (torch.compile failed: {first_calls[impl.name]})"
+            first_calls[implementation.name] = describe_error(exc)
+            if implementation.eager is not None:
+                eager = implementation.eager()
+                eager.note += f" (the compiled one failed: {first_calls[implementation.name]})"
                 impls[index] = eager
                 try:
                     first_calls[eager.name] = time_first_call(eager, arrays)
@@ -211,23 +237,22 @@ def run_case(workload: wl.Workload, case: wl.Case, impls: list, settings: Settin
     started = time.perf_counter()
     arrays = case_inputs(workload, case)
     reference = impls[0].as_numpy(impls[0].bind(arrays)())  # impls[0] is NumPy
+    kind = workload.kind
     timings, calls, per_call = [], [], []
-    for impl in impls:
-        timing = Timing(impl.name, impl.note)
+    for implementation in impls:
+        timing = Timing(implementation.name, implementation.note)
         timings.append(timing)
         try:
-            call = impl.bind(arrays)
-            result = impl.as_numpy(call())
+            call = implementation.bind(arrays)
+            result = implementation.as_numpy(call())
         except Exception as exc:  # noqa: BLE001 - reported in the table
             timing.status, timing.message = "error", describe_error(exc)
             continue
-        timing.value_error, timing.grad_error = relative_errors(result, reference)
-        if timing.value_error > VALUE_RTOL or timing.grad_error > GRAD_RTOL:
+        timing.errors = relative_errors(kind, result, reference)
+        tolerances = [output.rtol for output in kind.outputs]
+        if not all(error <= rtol for error, rtol in zip(timing.errors, tolerances)):
             timing.status = "wrong"
-            timing.message = (
-                f"value rel. error {timing.value_error:.1e} (tol {VALUE_RTOL:g}), "
-                f"gradient rel. error {timing.grad_error:.1e} (tol {GRAD_RTOL:g})"
-            )
+            timing.message = check_message(kind, timing.errors)
             continue
         fastest = warm_up(call, settings.warmup_s)
         timing.reps = max(1, math.ceil(settings.inner_target_s / fastest))

@@ -2,7 +2,7 @@
 
 python bench/run.py                      # every workload, ~3 minutes on 2 cores
 python bench/run.py --quick --output /tmp/x.md   # smoke run, small sizes, < 30 s
-python bench/run.py --only W1,W2         # some workloads
+python bench/run.py --only W4,W5         # some workloads
 python bench/run.py --without PyTorch    # skip an optional framework
 """
 
@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import harness
+import implementations as impl
 import report
 import workloads as wl
 
@@ -27,7 +28,10 @@ def parse_arguments(argv):
     parser.add_argument("--only", default="", help="comma-separated workloads, e.g. W1,W2")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="Markdown report path")
     parser.add_argument(
-        "--without", default="", help="comma-separated optional frameworks to skip: JAX,PyTorch"
+        "--without",
+        default="",
+        help="comma-separated optional frameworks to skip: "
+        + ",".join(impl.available_frameworks()),
     )
     parser.add_argument(
         "--no-torch-compile", action="store_true", help="time eager PyTorch, not torch.compile"
@@ -40,7 +44,7 @@ def parse_arguments(argv):
 
 def settings_for(args) -> harness.Settings:
     without = {name.strip().lower() for name in args.without.split(",") if name.strip()}
-    frameworks = tuple(f for f in ("JAX", "PyTorch") if f.lower() not in without)
+    frameworks = tuple(f for f in impl.available_frameworks() if f.lower() not in without)
     if args.quick:
         settings = harness.Settings(
             inner_target_s=0.005,
@@ -78,7 +82,7 @@ def main(argv=None):
         name: version
         if version is None or name in settings.frameworks
         else f"{version}, skipped (--without)"
-        for name, version in wl.available_frameworks().items()
+        for name, version in impl.available_frameworks().items()
     }
     print("machine:", "; ".join(f"{k}: {v}" for k, v in report.machine(frameworks)), flush=True)
     setup_s = harness.warm_up_process()

@@ -1,72 +1,80 @@
-"""The benchmark workloads as data: sizes, targets and one implementation per framework.
+"""The benchmark workloads as data: sizes, targets, the functions each framework traces.
 
-Every workload is a scalar loss and its gradient. fusegrad traces the NumPy-style
-function; the NumPy baseline is the closed form a careful user writes by hand;
-JAX (`jax.jit(jax.value_and_grad(f))`, float64) and PyTorch (`torch.compile` of
-`torch.func.grad_and_value(f)`) join when they import. Every implementation
-returns `(value, grads)` with `grads` a tuple, one array per differentiated argument.
+A workload is one kind of computation (`implementations.py`: a loss and its gradient, a
+Hessian, a Newton fit) on one function: fusegrad traces the NumPy-style function, the
+NumPy baseline is the closed form a careful user writes by hand, JAX and PyTorch get the
+same function in their own array libraries and join when they import.
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+from implementations import (
+    GRADIENT,
+    HESSIAN,
+    NEWTON,
+    Kind,
+    sklearn_logistic,
+    statsmodels_logit,
+)
 
 import fusegrad as fg
 
 try:
     import jax
     import jax.numpy as jnp
-
-    jax.config.update("jax_enable_x64", True)
 except ImportError:
     jax = None
 
 try:
     import torch
-    import torch._inductor.config
-
-    # Compile in this process: Inductor's pool of compile workers otherwise keeps both cores
-    # of a small machine busy for seconds after each (re)compilation, during the timing.
-    torch._inductor.config.compile_threads = 1
 except ImportError:
     torch = None
 
-FIRST_CALL_TARGET_MS = 150.0
+FIRST_CALL_TARGET_MS = 150.0  # trace + compile + one run, unless a workload says otherwise
 
 
 # -- targets -------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Target:
-    """`speedup`: NumPy time / fusegrad time ≥ value. `max_us`: fusegrad time ≤ value µs."""
+    """`speedup`: baseline time / fusegrad time ≥ value. `max_us`: fusegrad time ≤ value µs.
+
+    The baseline is an implementation's name, NumPy unless said otherwise.
+    """
 
     kind: str
     value: float
+    baseline: str = "NumPy"
 
     def describe(self) -> str:
         if self.kind == "speedup":
-            return f"≥ {self.value:g}× NumPy"
+            return f"≥ {self.value:g}× {self.baseline}"
         return f"≤ {self.value:g} µs"
 
-    def is_met(self, fusegrad_s: float, numpy_s: float) -> bool:
+    def measure(self, fusegrad_s: float, baseline_s: float) -> str:
         if self.kind == "speedup":
-            return numpy_s / fusegrad_s >= self.value
+            return f"{baseline_s / fusegrad_s:.2f}× {self.baseline}"
+        return f"{fusegrad_s * 1e6:.1f} µs"
+
+    def is_met(self, fusegrad_s: float, baseline_s: float) -> bool:
+        if self.kind == "speedup":
+            return baseline_s / fusegrad_s >= self.value
         return fusegrad_s * 1e6 <= self.value
 
-    def shortfall(self, fusegrad_s: float, numpy_s: float) -> str:
+    def shortfall(self, fusegrad_s: float, baseline_s: float) -> str:
         """How far the measurement is from the target, in words."""
+        measured = self.measure(fusegrad_s, baseline_s)
         if self.kind == "speedup":
-            speedup = numpy_s / fusegrad_s
-            return f"{speedup:.2f}× NumPy: {self.value / speedup:.1f}× short of {self.describe()}"
-        micros = fusegrad_s * 1e6
-        return f"{micros:.1f} µs: {micros / self.value:.1f}× over {self.describe()}"
+            factor = self.value * fusegrad_s / baseline_s
+            return f"{measured}: {factor:.1f}× short of {self.describe()}"
+        return f"{measured}: {fusegrad_s * 1e6 / self.value:.1f}× over {self.describe()}"
 
 
-def speedup(value: float) -> Target:
-    return Target("speedup", value)
+def speedup(value: float, over: str = "NumPy") -> Target:
+    return Target("speedup", value, over)
 
 
 def max_us(value: float) -> Target:
@@ -78,7 +86,7 @@ def max_us(value: float) -> Target:
 class Case:
     label: str
     sizes: dict
-    target: Target | None = None
+    targets: tuple[Target, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -86,18 +94,22 @@ class Workload:
     name: str
     title: str
     formula: str
+    kind: Kind  # what is computed and checked, and the frameworks that compute it
     make_inputs: Callable  # (rng, **sizes) -> tuple of float64 arrays
     wrt: int | tuple  # differentiated argument(s), as `fg.compile_grad(wrt=...)`
     fusegrad_fn: Callable  # NumPy-style code, traced by fusegrad
-    numpy_value_and_grad: Callable  # hand-written closed form: (value, grads tuple)
-    jax_fn: Callable | None  # the loss in jax.numpy
-    torch_fn: Callable | None  # the loss in torch
+    numpy_closed_form: Callable  # what the kind needs, derived and written by hand
+    jax_fn: Callable | None  # the function in jax.numpy
+    torch_fn: Callable | None  # the function in torch
     cases: list[Case]
     quick_cases: list[Case] = field(default_factory=list)
+    extra_implementations: dict = field(default_factory=dict)  # framework -> factory
+    first_call_ms: float = FIRST_CALL_TARGET_MS
 
     @property
-    def argnums(self) -> tuple:
-        return self.wrt if isinstance(self.wrt, tuple) else (self.wrt,)
+    def implementations(self) -> dict:
+        """framework -> factory(workload), NumPy's first."""
+        return {**self.kind.implementations, **self.extra_implementations}
 
 
 def stable_sigmoid(z):
@@ -137,20 +149,21 @@ W1 = Workload(
     name="W1",
     title="logistic loss + gradient",
     formula="sum(log1p(exp(-y * (X @ w)))), gradient w.r.t. w",
+    kind=GRADIENT,
     make_inputs=w1_inputs,
     wrt=0,
     fusegrad_fn=w1_fusegrad,
-    numpy_value_and_grad=w1_numpy,
+    numpy_closed_form=w1_numpy,
     jax_fn=w1_jax,
     torch_fn=w1_torch,
     cases=[
-        Case("1,000,000×32", {"m": 1_000_000, "n": 32}, speedup(4)),
+        Case("1,000,000×32", {"m": 1_000_000, "n": 32}, (speedup(4),)),
         Case("100,000×256", {"m": 100_000, "n": 256}),
-        Case("200×8", {"m": 200, "n": 8}, max_us(3)),
+        Case("200×8", {"m": 200, "n": 8}, (max_us(3),)),
     ],
     quick_cases=[
         Case("10,000×32", {"m": 10_000, "n": 32}),
-        Case("200×8", {"m": 200, "n": 8}, max_us(3)),
+        Case("200×8", {"m": 200, "n": 8}, (max_us(3),)),
     ],
 )
 
@@ -186,20 +199,21 @@ W2 = Workload(
     name="W2",
     title="element-wise chain",
     formula="sum(tanh(x) * exp(-x*x) + log1p(x*x)), gradient w.r.t. x",
+    kind=GRADIENT,
     make_inputs=w2_inputs,
     wrt=0,
     fusegrad_fn=w2_fusegrad,
-    numpy_value_and_grad=w2_numpy,
+    numpy_closed_form=w2_numpy,
     jax_fn=w2_jax,
     torch_fn=w2_torch,
     cases=[
-        Case("n=10⁷", {"n": 10_000_000}, speedup(10)),
+        Case("n=10⁷", {"n": 10_000_000}, (speedup(10),)),
         Case("n=10⁵", {"n": 100_000}),
-        Case("n=16", {"n": 16}, max_us(2)),
+        Case("n=16", {"n": 16}, (max_us(2),)),
     ],
     quick_cases=[
         Case("n=10⁵", {"n": 100_000}),
-        Case("n=16", {"n": 16}, max_us(2)),
+        Case("n=16", {"n": 16}, (max_us(2),)),
     ],
 )
 
@@ -260,20 +274,90 @@ W3 = Workload(
     title="2-layer tanh MLP, softmax cross-entropy",
     formula="-mean(sum(Y * log_softmax(tanh(X @ W1 + b1) @ W2 + b2), axis=1)), "
     "gradients w.r.t. W1, b1, W2, b2 (in 64, out 10, one-hot Y)",
+    kind=GRADIENT,
     make_inputs=w3_inputs,
     wrt=(0, 1, 2, 3),
     fusegrad_fn=w3_fusegrad,
-    numpy_value_and_grad=w3_numpy,
+    numpy_closed_form=w3_numpy,
     jax_fn=w3_jax,
     torch_fn=w3_torch,
     cases=[
-        Case("batch 256, hidden 256", _mlp(256, 256), speedup(1.3)),
+        Case("batch 256, hidden 256", _mlp(256, 256), (speedup(1.3),)),
         Case("batch 16, hidden 32", _mlp(16, 32)),
     ],
     quick_cases=[
-        Case("batch 256, hidden 256", _mlp(256, 256), speedup(1.3)),
+        Case("batch 256, hidden 256", _mlp(256, 256), (speedup(1.3),)),
         Case("batch 16, hidden 32", _mlp(16, 32)),
     ],
+)
+
+
+# W4: Hessian of the logistic loss ---------------------------------------------------------
+def w4_numpy(w, X, y):
+    p = stable_sigmoid(y * (X @ w))
+    s = p * (1.0 - p)  # σ(z)(1 − σ(z)), z = y ⊙ Xw (even in z, so the label's sign drops)
+    return X.T @ (X * s[:, None])  # H = Xᵀ diag(s) X
+
+
+W4 = Workload(
+    name="W4",
+    title="logistic loss Hessian",
+    formula="sum(log1p(exp(-y * (X @ w)))), Hessian w.r.t. w",
+    kind=HESSIAN,
+    make_inputs=w1_inputs,
+    wrt=0,
+    fusegrad_fn=w1_fusegrad,
+    numpy_closed_form=w4_numpy,
+    jax_fn=w1_jax,
+    torch_fn=w1_torch,
+    cases=[
+        Case("10,000×64", {"m": 10_000, "n": 64}, (speedup(2),)),
+        Case("10,000×512", {"m": 10_000, "n": 512}, (speedup(1.2),)),
+    ],
+    quick_cases=[
+        Case("1,000×16", {"m": 1_000, "n": 16}),
+        Case("200×8", {"m": 200, "n": 8}),
+    ],
+    first_call_ms=300.0,
+)
+
+
+# W5: logistic regression by Newton's method -----------------------------------------------
+def w5_inputs(rng, m, n):
+    X = rng.standard_normal((m, n))
+    w_true = rng.standard_normal(n) / np.sqrt(n)
+    y = np.where(X @ w_true + 0.5 * rng.standard_normal(m) > 0, 1.0, -1.0)
+    return np.zeros(n), X, y  # w₀ = 0
+
+
+def w5_numpy(w, X, y):
+    """Value, gradient and Hessian as in examples/newton_logistic.py."""
+    margins = -y * (X @ w)
+    value = np.sum(np.logaddexp(0.0, margins))
+    s = stable_sigmoid(margins)  # σ(−y ⊙ Xw)
+    grad = -(X.T @ (y * s))
+    hess = X.T @ (X * (s * (1.0 - s))[:, None])
+    return value, grad, hess
+
+
+W5 = Workload(
+    name="W5",
+    title="logistic regression by Newton's method",
+    formula="argmin_w sum(log1p(exp(-y * (X @ w)))) from w = 0, Newton steps until ‖∇‖ < 1e-8",
+    kind=NEWTON,
+    make_inputs=w5_inputs,
+    wrt=0,
+    fusegrad_fn=w1_fusegrad,
+    numpy_closed_form=w5_numpy,
+    jax_fn=w1_jax,
+    torch_fn=None,
+    cases=[
+        Case("100,000×64", {"m": 100_000, "n": 64}, (speedup(3), speedup(4, "scikit-learn"))),
+        Case("10,000×16", {"m": 10_000, "n": 16}),
+    ],
+    quick_cases=[Case("2,000×16", {"m": 2_000, "n": 16})],
+    extra_implementations={"scikit-learn": sklearn_logistic, "statsmodels": statsmodels_logit},
+    first_call_ms=300.0,
 )
 
 
@@ -310,14 +394,15 @@ W6 = Workload(
     name="W6",
     title="row-wise logsumexp",
     formula="sum(logsumexp(X, axis=1)) - sum(X * T), gradient w.r.t. X",
+    kind=GRADIENT,
     make_inputs=w6_inputs,
     wrt=0,
     fusegrad_fn=w6_fusegrad,
-    numpy_value_and_grad=w6_numpy,
+    numpy_closed_form=w6_numpy,
     jax_fn=w6_jax,
     torch_fn=w6_torch,
     cases=[
-        Case("4096×1024", {"rows": 4096, "cols": 1024}, speedup(4)),
+        Case("4096×1024", {"rows": 4096, "cols": 1024}, (speedup(4),)),
         Case("64×16", {"rows": 64, "cols": 16}),
     ],
     quick_cases=[
@@ -326,105 +411,4 @@ W6 = Workload(
     ],
 )
 
-WORKLOADS = [W1, W2, W3, W6]
-
-
-# -- implementations -----------------------------------------------------------------------
-@dataclass
-class Implementation:
-    """One framework's value-and-gradient function for one workload.
-
-    `prepare(arrays)` converts NumPy inputs to the framework's arrays (outside timing);
-    `call(prepared)` computes and waits for `(value, grads)`; `to_numpy` converts the
-    result for the correctness check.
-    """
-
-    name: str
-    call: Callable
-    prepare: Callable = tuple
-    to_numpy: Callable = None
-    note: str = ""
-
-    def bind(self, arrays) -> Callable:
-        """A no-argument callable for the timing loop."""
-        return functools.partial(self.call, *self.prepare(arrays))
-
-    def as_numpy(self, result) -> tuple:
-        """`(float value, tuple of NumPy gradients)` from what `call` returned."""
-        value, grads = result
-        return (self.to_numpy or _numpy_result)(value, grads)
-
-
-def _numpy_result(value, grads):
-    return float(value), tuple(np.asarray(g) for g in grads)
-
-
-def numpy_implementation(workload: Workload) -> Implementation:
-    return Implementation("NumPy", workload.numpy_value_and_grad)
-
-
-def fusegrad_implementation(workload: Workload) -> Implementation:
-    """A fresh compiled function (it compiles on its first call)."""
-    compiled = fg.compile_grad(workload.fusegrad_fn, wrt=workload.wrt)
-    if isinstance(workload.wrt, tuple):
-        return Implementation("fusegrad", compiled)
-    return Implementation("fusegrad", compiled, to_numpy=lambda v, g: _numpy_result(v, (g,)))
-
-
-def jax_implementation(workload: Workload) -> Implementation | None:
-    if jax is None or workload.jax_fn is None:
-        return None
-    jitted = jax.jit(jax.value_and_grad(workload.jax_fn, argnums=workload.argnums))
-
-    def call(*args):
-        return jax.block_until_ready(jitted(*args))
-
-    def prepare(arrays):
-        return tuple(jax.block_until_ready(jnp.asarray(a)) for a in arrays)
-
-    return Implementation("JAX", call, prepare, note="jax.jit(jax.value_and_grad(f)), float64")
-
-
-def torch_implementation(workload: Workload, compile: bool = True) -> Implementation | None:
-    """`torch.compile` of `torch.func.grad_and_value`; eager when `compile` is False."""
-    if torch is None or workload.torch_fn is None:
-        return None
-    # Dynamo caches compiled code per code object, and `value_and_grad` below is one code
-    # object for every workload: without a reset, workloads share its recompile limit.
-    torch.compiler.reset()
-    grad_and_value = torch.func.grad_and_value(workload.torch_fn, argnums=workload.argnums)
-
-    def value_and_grad(*args):
-        grads, value = grad_and_value(*args)
-        return value, grads
-
-    def prepare(arrays):
-        return tuple(torch.from_numpy(np.ascontiguousarray(a)) for a in arrays)
-
-    def to_numpy(value, grads):
-        return float(value.item()), tuple(g.detach().numpy() for g in grads)
-
-    if compile:
-        compiled = torch.compile(value_and_grad)
-        return Implementation(
-            "PyTorch",
-            compiled,
-            prepare,
-            to_numpy,
-            note="torch.compile(torch.func.grad_and_value(f))",
-        )
-    return Implementation(
-        "PyTorch (eager)",
-        value_and_grad,
-        prepare,
-        to_numpy,
-        note="torch.func.grad_and_value(f), eager",
-    )
-
-
-def available_frameworks() -> dict[str, str | None]:
-    """Version of each optional framework, None where it did not import."""
-    return {
-        "JAX": getattr(jax, "__version__", None),
-        "PyTorch": getattr(torch, "__version__", None),
-    }
+WORKLOADS = [W1, W2, W3, W4, W5, W6]

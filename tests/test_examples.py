@@ -27,3 +27,10 @@ def test_newton_example_converges_and_agrees_with_numpy(rows, cols, capsys):
     run_example("newton_logistic.py", "--rows", rows, "--cols", cols)
     out = capsys.readouterr().out
     assert "converged" in out and "max |w − w_numpy|" in out
+
+
+def test_scipy_trust_exact_example_fits_and_agrees_with_least_squares(capsys):
+    pytest.importorskip("scipy")
+    run_example("scipy_trust_exact.py")
+    out = capsys.readouterr().out
+    assert "trust-exact" in out and "max |θ − θ_least_squares|" in out
