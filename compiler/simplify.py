@@ -17,7 +17,7 @@ Rules, by op (a, b, x, u: any nodes; c: a constant):
     mul:    (1/a)·b = b/a;  (−a)·b = a·(−b) = −(a·b);  (−1)·x = −x;  σ(−u)·eᵘ = σ(u);
             Aᵀ ⊙ S = (A ⊙ Sᵀ)ᵀ for a broadcast S
     div:    eᵘ/(eᵘ + 1) = σ(u);  1/(eᵘ + 1) = σ(−u);  (−a)/b = −(a/b);  (a/b)/c = a/(b·c)
-    add:    a + (−b) = a − b;  (−a) + b = b − a;  x + x = 2·x
+    add:    a + (−b) = a − b;  (−a) + b = b − a;  x + x = 2·x;  (a ± b) ± b = a ± 2·b
     sub:    a − (−b) = a + b;  1 − σ(u) = σ(−u)
     matmul: A·(−B) = −(A·B);  (−A)·B = −(A·B)
     reduce_sum: Σ over axes a broadcast repeats = the value times their extent
@@ -234,6 +234,16 @@ def _twice(node):
     a, b = node.inputs
     if a is b:
         return make("mul", [B.constant(2.0, a.dtype, a.shape), a])
+    return None
+
+
+@rule("add", "sub")
+def _twice_in_a_chain(node):
+    """(a ± b) ± b = a ± 2·b"""
+    a, b = node.inputs
+    if a.op == node.op and a.inputs[1] is b:
+        return simplify_node(rebuild(node.op, [a.inputs[0], simplify_node(
+            make("mul", [B.constant(2.0, b.dtype, b.shape), b]))], {}))
     return None
 
 
