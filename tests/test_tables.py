@@ -1,9 +1,10 @@
 """The rule tables are complete: every op has a row in every table that a stage reads.
 
 An op is a row in `SHAPE` (that is what `all_ops()` lists); it must also have a
-row in `EVALUATE` (the reference interpreter), in `VJP` (possibly the explicit
-`NOT_DIFFERENTIABLE`), in the lowering (`ELEMENT` to read it inline, or `EMIT`
-for a loop nest of its own) and, for element-wise ops, in the LLVM scalar table.
+row in `EVALUATE` (the reference interpreter), in `VJP` and `JVP` (possibly the
+explicit `NOT_DIFFERENTIABLE`, the same in both), in the lowering (`ELEMENT` to
+read it inline, or `EMIT` for a loop nest of its own) and, for element-wise ops,
+in the LLVM scalar table.
 A missing row would otherwise surface only when some graph first uses the op.
 """
 
@@ -16,6 +17,7 @@ import pytest
 
 from fusegrad.compiler import lower
 from fusegrad.compiler.ops import EVALUATE, NOT_DIFFERENTIABLE, SHAPE, VJP, all_ops
+from fusegrad.compiler.ops.tables import JVP
 
 OPS = all_ops()
 NOT_LOWERED = {"param"}  # bound to an input buffer, never computed
@@ -34,8 +36,19 @@ def test_every_op_has_a_shape_evaluate_and_vjp_row(op):
     assert VJP[op] is NOT_DIFFERENTIABLE or callable(VJP[op])
 
 
+@pytest.mark.parametrize("op", OPS)
+def test_every_op_has_a_jvp_row_that_agrees_with_its_vjp_row(op):
+    # Forward and reverse mode differentiate the same ops: an op is differentiable in both
+    # or in neither.
+    assert op in JVP, f"JVP has no row for {op!r} (use NOT_DIFFERENTIABLE to say it has none)"
+    assert (JVP[op] is NOT_DIFFERENTIABLE) == (VJP[op] is NOT_DIFFERENTIABLE), (
+        f"{op!r} is NOT_DIFFERENTIABLE in one of VJP and JVP only"
+    )
+    assert JVP[op] is NOT_DIFFERENTIABLE or callable(JVP[op])
+
+
 def test_no_table_has_rows_for_unknown_ops():
-    for name, table in (("EVALUATE", EVALUATE), ("VJP", VJP)):
+    for name, table in (("EVALUATE", EVALUATE), ("VJP", VJP), ("JVP", JVP)):
         assert set(table) <= set(OPS), f"{name} rows without a SHAPE row: {set(table) - set(OPS)}"
 
 
@@ -61,6 +74,7 @@ SIGNATURES = [
     ("SHAPE", SHAPE, 2),  # (inputs, attrs)
     ("EVALUATE", EVALUATE, 3),  # (node, values, dims)
     ("VJP", {op: rule for op, rule in VJP.items() if rule is not NOT_DIFFERENTIABLE}, 2),
+    ("JVP", {op: rule for op, rule in JVP.items() if rule is not NOT_DIFFERENTIABLE}, 2),
     ("ELEMENT", lower.ELEMENT, 3),  # (lowering, node, idx)
     ("EMIT", lower.EMIT, 3),  # (lowering, node, buffer)
 ]

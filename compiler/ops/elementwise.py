@@ -2,7 +2,7 @@
 
 Primitive element-wise nodes take operands of one shape and one dtype;
 `compiler.build` inserts the broadcasts and casts. Each VJP rule reads like the
-math: for y = f(x), x̄ = ȳ · f'(x).
+math: for y = f(x), x̄ = ȳ · f'(x) (reverse mode) and ẏ = f'(x) · ẋ (forward mode).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from .. import build as B
 from .. import shapes
 from ..errors import DTypeError
 from ..ir import FLOAT_DTYPES
-from .tables import EVALUATE, NOT_DIFFERENTIABLE, SHAPE, VJP
+from .tables import EVALUATE, JVP, NOT_DIFFERENTIABLE, SHAPE, VJP, tangent_sum
 
 UNARY = ("neg", "abs", "sign", "exp", "log", "log1p", "expm1", "sqrt", "tanh", "sin", "cos",
          "logistic")
@@ -140,27 +140,38 @@ VJP.update({
 })
 
 
-def _pow_vjp(ct, y):
-    # y = xᵖ:  x̄ = ȳ·p·xᵖ⁻¹ (0 where p = 0 and x = 0: x⁰ is constant there, not 0·∞),
-    #          p̄ = ȳ·y·log x  (taken as 0 where x = 0, as JAX does)
+def _pow_partials(y):
+    """(∂y/∂x, ∂y/∂p) of y = xᵖ; ∂y/∂p is None for a constant exponent.
+
+    ∂y/∂x = p·xᵖ⁻¹ (0 where p = 0 and x = 0: x⁰ is constant there, not 0·∞),
+    ∂y/∂p = y·log x (taken as 0 where x = 0, as JAX does)."""
     x, p = y.inputs
     slope = B.mul(p, B.power(x, B.sub(p, 1.0)))
-    if B.const_value(p) is None:
-        both_zero = B.logical("logical_and", B.compare("eq", p, 0.0), B.compare("eq", x, 0.0))
-        slope = B.select(both_zero, 0.0, slope)
-    x_bar = B.mul(ct, slope)
     if B.const_value(p) is not None:
-        return x_bar, None
+        return slope, None
+    both_zero = B.logical("logical_and", B.compare("eq", p, 0.0), B.compare("eq", x, 0.0))
+    slope = B.select(both_zero, 0.0, slope)
     log_x = B.select(B.compare("eq", x, 0.0), 0.0, B.unary("log", x))
-    return x_bar, B.mul(ct, B.mul(y, log_x))
+    return slope, B.mul(y, log_x)
+
+
+def _pow_vjp(ct, y):
+    x_slope, p_slope = _pow_partials(y)
+    return B.mul(ct, x_slope), (None if p_slope is None else B.mul(ct, p_slope))
+
+
+def _share_of_first(strict, y, dtype):
+    """1 where the first operand is the larger (smaller, for minimum), 0 where the
+    second is, 0.5 at a tie: how the derivative of maximum/minimum is shared."""
+    a, b = y.inputs
+    share_a = B.select(B.compare(strict, a, b), 1.0, B.select(B.compare("eq", a, b), 0.5, 0.0))
+    return B.cast(share_a, dtype)
 
 
 def _extremum_vjp(strict):
     # The larger (smaller) operand takes the cotangent; a tie splits it evenly.
     def rule(ct, y):
-        a, b = y.inputs
-        share_a = B.select(B.compare(strict, a, b), 1.0, B.select(B.compare("eq", a, b), 0.5, 0.0))
-        share_a = B.cast(share_a, ct.dtype)
+        share_a = _share_of_first(strict, y, ct.dtype)
         return B.mul(ct, share_a), B.mul(ct, B.sub(1.0, share_a))
 
     return rule
@@ -188,3 +199,76 @@ VJP["select"] = _select_vjp
 VJP["cast"] = _cast_vjp
 for _op in COMPARE + LOGICAL + ("sign", "const", "dim", "param", "stop_gradient"):
     VJP[_op] = NOT_DIFFERENTIABLE
+
+
+# -- forward-mode derivative rules: (ẋ, ...), y -> ẏ ------------------------------------
+# A rule runs only when some operand has a tangent, so a unary rule's ẋ is a node;
+# an operand without one (None) is a symbolic zero and drops out of the sum.
+def _times(t, factor):
+    return None if t is None else B.mul(t, factor)
+
+
+def _negated(t):
+    return None if t is None else B.neg(t)
+
+
+JVP.update({
+    "neg": lambda ts, y: B.neg(ts[0]),
+    "abs": lambda ts, y: B.mul(ts[0], B.unary("sign", _x(y))),
+    "exp": lambda ts, y: B.mul(ts[0], y),                                   # (eˣ)' = eˣ
+    "log": lambda ts, y: B.div(ts[0], _x(y)),                               # 1/x
+    "log1p": lambda ts, y: B.div(ts[0], B.add(_x(y), 1.0)),                 # 1/(1+x)
+    "expm1": lambda ts, y: B.mul(ts[0], B.add(y, 1.0)),                     # eˣ = y + 1
+    "sqrt": lambda ts, y: B.div(B.mul(ts[0], 0.5), y),                      # 1/(2√x)
+    "tanh": lambda ts, y: B.mul(ts[0], B.sub(1.0, B.mul(y, y))),            # 1 − tanh²
+    "sin": lambda ts, y: B.mul(ts[0], B.unary("cos", _x(y))),
+    "cos": lambda ts, y: B.neg(B.mul(ts[0], B.unary("sin", _x(y)))),
+    "logistic": lambda ts, y: B.mul(ts[0], B.mul(y, B.sub(1.0, y))),        # σ(1 − σ)
+    "add": lambda ts, y: tangent_sum(ts[0], ts[1]),
+    "sub": lambda ts, y: tangent_sum(ts[0], _negated(ts[1])),
+    # (ab)˙ = ȧ b + a ḃ
+    "mul": lambda ts, y: tangent_sum(_times(ts[0], _x(y, 1)), _times(ts[1], _x(y, 0))),
+    # (a/b)˙ = (ȧ − y ḃ) / b
+    "div": lambda ts, y: B.div(tangent_sum(ts[0], _negated(_times(ts[1], y))), _x(y, 1)),
+    # y = log(eᵃ + eᵇ):  ẏ = ȧ·e^(a−y) + ḃ·e^(b−y)
+    "logaddexp": lambda ts, y: tangent_sum(
+        _times(ts[0], B.unary("exp", B.sub(_x(y, 0), y))),
+        _times(ts[1], B.unary("exp", B.sub(_x(y, 1), y))),
+    ),
+    # The cast of a float tangent to the float result (a bool result has no tangent).
+    "cast": lambda ts, y: B.cast(ts[0], y.dtype),
+})
+
+
+def _pow_jvp(ts, y):
+    # y = xᵖ:  ẏ = ẋ·∂y/∂x + ṗ·∂y/∂p
+    x_slope, p_slope = _pow_partials(y)
+    p_term = None if p_slope is None else _times(ts[1], p_slope)
+    return tangent_sum(_times(ts[0], x_slope), p_term)
+
+
+def _extremum_jvp(strict):
+    # ẏ = s·ȧ + (1 − s)·ḃ with the shares of the VJP rule (the mean of both at a tie).
+    def rule(ts, y):
+        share_a = _share_of_first(strict, y, y.dtype)
+        return tangent_sum(_times(ts[0], share_a), _times(ts[1], B.sub(1.0, share_a)))
+
+    return rule
+
+
+def _select_jvp(ts, y):
+    # where(c, a, b)˙ = where(c, ȧ, ḃ)
+    _, a_dot, b_dot = ts
+    if a_dot is None and b_dot is None:
+        return None
+    return B.select(y.inputs[0], 0.0 if a_dot is None else a_dot, 0.0 if b_dot is None else b_dot)
+
+
+JVP["pow"] = _pow_jvp
+JVP["maximum"] = _extremum_jvp("gt")
+JVP["minimum"] = _extremum_jvp("lt")
+JVP["select"] = _select_jvp
+# Masks and leaves have no tangent; stop_gradient's tangent is zero by definition.
+# iota (ops/index.py) is a leaf like const.
+for _op in COMPARE + LOGICAL + ("sign", "const", "dim", "param", "stop_gradient", "iota"):
+    JVP[_op] = NOT_DIFFERENTIABLE

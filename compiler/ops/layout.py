@@ -2,7 +2,7 @@
 
 None of them computes anything; their derivatives move cotangents back into
 the input's layout: a broadcast is undone by summation, a slice by embedding
-into zeros.
+into zeros. They are linear, so a tangent moves forward by the op itself.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import numpy as np
 from .. import build as B
 from .. import shapes, symbolic
 from ..errors import ShapeError
-from .tables import EVALUATE, SHAPE, VJP
+from .tables import EVALUATE, JVP, SHAPE, VJP
 
 
 # -- shape rules ----------------------------------------------------------------
@@ -107,3 +107,12 @@ VJP["slice"] = lambda ct, y: (
 VJP["embed"] = lambda ct, y: (
     B.slice_axes(ct, y.attr("starts"), y.attr("steps"), y.inputs[0].shape),
 )
+
+# Linear ops are their own forward derivative: ẏ = op(ẋ).
+JVP["broadcast_to"] = lambda ts, y: B.broadcast_to(ts[0], y.shape)
+JVP["reshape"] = lambda ts, y: B.reshape(ts[0], y.shape)
+JVP["transpose"] = lambda ts, y: B.transpose(ts[0], y.attr("perm"))
+JVP["slice"] = lambda ts, y: B.slice_axes(
+    ts[0], y.attr("starts"), y.attr("steps"), y.attr("sizes")
+)
+JVP["embed"] = lambda ts, y: B.embed(ts[0], y.attr("starts"), y.attr("steps"), y.attr("shape"))

@@ -8,7 +8,7 @@ import numpy as np
 from .. import build as B
 from .. import shapes, symbolic
 from ..errors import ShapeError
-from .tables import EVALUATE, SHAPE, VJP
+from .tables import EVALUATE, JVP, SHAPE, VJP, tangent_sum
 
 
 def _matmul_rule(inputs, attrs):
@@ -31,4 +31,10 @@ EVALUATE["matmul"] = lambda node, values, dims: np.asarray(
 VJP["matmul"] = lambda ct, y: (
     B.matmul(ct, B.transpose(y.inputs[1], (1, 0))),
     B.matmul(B.transpose(y.inputs[0], (1, 0)), ct),
+)
+
+# C = A B:  Ċ = Ȧ B + A Ḃ
+JVP["matmul"] = lambda ts, y: tangent_sum(
+    None if ts[0] is None else B.matmul(ts[0], y.inputs[1]),
+    None if ts[1] is None else B.matmul(y.inputs[0], ts[1]),
 )

@@ -14,7 +14,7 @@ from .. import build as B
 from .. import symbolic
 from ..errors import DTypeError
 from ..ir import FLOAT_DTYPES
-from .tables import EVALUATE, SHAPE, VJP
+from .tables import EVALUATE, JVP, SHAPE, VJP
 
 REDUCTIONS = ("reduce_sum", "reduce_max", "reduce_min")
 IDENTITY = {"reduce_sum": 0.0, "reduce_max": -np.inf, "reduce_min": np.inf}
@@ -66,3 +66,18 @@ def _extremum_vjp(ct, y):
 VJP["reduce_sum"] = _sum_vjp
 VJP["reduce_max"] = _extremum_vjp
 VJP["reduce_min"] = _extremum_vjp
+
+
+def _extremum_jvp(ts, y):
+    # ẏ = the mean of ẋ over the elements that attain the extremum (as the VJP shares ȳ).
+    x = y.inputs[0]
+    axes = y.attr("axes")
+    hits = B.cast(B.compare("eq", x, B.broadcast_to(B.expand_axes(y, axes, x.ndim), x.shape)),
+                  x.dtype)
+    count = B.reduce("reduce_sum", hits, axes)
+    return B.div(B.reduce("reduce_sum", B.mul(ts[0], hits), axes), count)
+
+
+JVP["reduce_sum"] = lambda ts, y: B.reduce("reduce_sum", ts[0], y.attr("axes"))
+JVP["reduce_max"] = _extremum_jvp
+JVP["reduce_min"] = _extremum_jvp
