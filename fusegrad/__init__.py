@@ -22,12 +22,13 @@ from .compiler.numpy_api import (
     relu, reshape, sigmoid, sign, sin, softmax, softplus, sqrt, square, squeeze, stop_gradient, subtract, sum,
     tanh, transpose, where, zeros_like,
 )
-from .transforms import grad, value_and_grad
+from .transforms import check_grad, grad, hvp, jvp, value_and_grad, vjp
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "compile", "compile_grad", "grad", "value_and_grad", "CompiledFunction", "f32", "f64",
+    "compile", "compile_grad", "grad", "value_and_grad", "jvp", "vjp", "hvp", "check_grad",
+    "CompiledFunction", "f32", "f64",
     "vmap", "jacobian", "hessian", "value_grad_hessian", "compile_hessian",
     "FusegradError", "ShapeError", "DTypeError", "TraceError", "CompileError",
     "abs", "absolute", "add", "amax", "amin", "astype", "broadcast_to", "clip", "cos", "divide",
