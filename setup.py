@@ -1,5 +1,14 @@
-# The cffi extension (fusegrad.runtime._native) needs a setup.py hook;
-# all other metadata lives in pyproject.toml.
-from setuptools import setup
+# Two extensions need a setup.py hook; all other metadata lives in pyproject.toml:
+# the cffi C runtime (fusegrad.runtime._native) and the argument binder
+# (fusegrad.runtime._binder, a CPython extension on NumPy's C API).
+import numpy
+from setuptools import Extension, setup
 
-setup(cffi_modules=["runtime/_native_build.py:ffibuilder"])
+binder = Extension(
+    "fusegrad.runtime._binder",
+    sources=["csrc/fusegrad_binder.c"],
+    include_dirs=[numpy.get_include()],
+    extra_compile_args=["-O2"],
+)
+
+setup(cffi_modules=["runtime/_native_build.py:ffibuilder"], ext_modules=[binder])

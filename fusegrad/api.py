@@ -34,17 +34,30 @@ class CompiledFunction:
         self.signature = inspect.signature(fn)
         self.annotations = _read_annotations(fn, self.param_names)
         self._specializations: dict = {}
+        # The C binder of each specialization: None where the kernel has none, or where
+        # it would take arguments of another specialization (see `_binder_key`).
+        self._binders: dict = {}
+        self._last_binder = None
         self._lock = threading.Lock()
 
     # -- calling --------------------------------------------------------------
     def __call__(self, *args, **kwargs):
+        # Fastest path: the C binder of the specialization used last takes arguments
+        # exactly like it (ndarrays of its dtypes, ranks and size-1 dims, C order) and
+        # makes the whole call; for any others it returns NotImplemented.
+        binder = self._last_binder
+        if binder is not None and not kwargs:
+            result = binder(*args)
+            if result is not NotImplemented:
+                return result
         # Fast path: NumPy arrays of a specialization seen before (so already checked).
         if not kwargs and len(args) == len(self.param_names):
             key = _ndarray_key(args)
             if key is not None:
                 compiled = self._specializations.get(key)
                 if compiled is not None:
-                    return compiled.call_arrays(*args)
+                    self._last_binder = self._binders[key]
+                    return compiled.call(args)
         if kwargs or len(args) != len(self.param_names):
             args = self._bind_arguments(args, kwargs)
         arrays = self._as_arrays(args)
@@ -52,6 +65,7 @@ class CompiledFunction:
         compiled = self._specializations.get(key)
         if compiled is None:
             compiled = self._specialize(key, arrays)
+        self._last_binder = self._binders[key]
         return compiled.call(arrays)
 
     def _bind_arguments(self, args, kwargs):
@@ -84,6 +98,8 @@ class CompiledFunction:
                 from .runtime.kernel import build_kernel
 
                 compiled = build_kernel(function, tree)
+                binder = compiled.binder if _binder_key(compiled.function) == key else None
+                self._binders[key] = binder
                 self._specializations[key] = compiled
         return compiled
 
@@ -135,6 +151,16 @@ def _specialization_key(arrays) -> tuple:
         (a.dtype.char, tuple([d == 1 for d in a.shape]) if 1 in a.shape else a.ndim)
         for a in arrays
     )
+
+
+def _binder_key(function) -> tuple:
+    """The specialization key of the arguments a kernel's C binder accepts: its parameters'
+    dtypes and ranks, with size 1 exactly on the axes of constant size 1."""
+    key = []
+    for param in function.params:
+        ones = tuple([isinstance(d, int) and d == 1 for d in param.node.shape])
+        key.append((np.dtype(param.node.dtype).char, ones if any(ones) else len(ones)))
+    return tuple(key)
 
 
 def _ndarray_key(args):

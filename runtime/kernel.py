@@ -3,7 +3,12 @@
 `build_kernel(function, tree)` runs the compiler pipeline, JIT-compiles the one
 native entry point and wraps it for calls from Python: bind dims from the
 arguments' shapes (a `ShapeError` names any mismatch), allocate the outputs,
-make one cffi call (cffi releases the GIL during it), check the status.
+make one native call with the GIL released, check the status.
+
+Two callers do this (runtime/binder.py): `binder`, in C, through the packed entry
+point `name_packed(dims, buffers)` for arguments exactly like the specialization's
+(None for kernels it does not fit), and `call_arrays`, generated Python through
+cffi, for everything else.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from ..compiler.errors import FusegradError, ShapeError
 from ..compiler.ir import Function
 from ..compiler.trace import OutputTree
 from . import blas
-from .binder import make_caller
+from .binder import make_caller, native_binder
 
 _ffi = cffi.FFI()
 _C_TYPES = {"float64": "double *", "float32": "float *", "bool": "uint8_t *"}
@@ -33,17 +38,21 @@ class Kernel:
         self.function = function
         self.tree = tree
         self.program = pipeline.to_loop_ir(function, blas=use_blas)
+        from ..compiler.llvm.packed_entry import append_packed_entry, packed_name
         from ..compiler.llvm.render import render_program
-        from .jit import jit_compile
+        from .jit import _LOCK, jit_compile
 
-        self.llvm_ir_unoptimized = render_program(self.program)
+        self.llvm_ir_unoptimized = append_packed_entry(render_program(self.program), self.program)
         self.jit = jit_compile(self.llvm_ir_unoptimized, self.program.name)
+        with _LOCK:  # llvmlite is not thread-safe
+            packed_address = self.jit._engine.get_function_address(packed_name(self.program))
         c_args = ["int64_t"] * len(self.program.dims) + [
             _C_TYPES[b.dtype] for b in self.program.inputs + self.program.outputs
         ]
         self.c_signature = f"int(*)({', '.join(c_args) or 'void'})"
         self.entry = _ffi.cast(self.c_signature, self.jit.address)
         self.call_arrays = make_caller(self)
+        self.binder = native_binder(self, packed_address)
 
     @property
     def llvm_ir(self) -> str:
@@ -51,6 +60,10 @@ class Kernel:
         return self.jit.llvm_ir
 
     def call(self, arrays):
+        if self.binder is not None:
+            result = self.binder(*arrays)
+            if result is not NotImplemented:
+                return result
         return self.call_arrays(*arrays)
 
     def fail(self, status: int):
