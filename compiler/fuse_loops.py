@@ -8,7 +8,8 @@ all become one pass over the rows of X.
 
     fuse(stmts):  the first loop F; each later statement S is
       - fused into F if S is a loop over F's extent that reads what F writes only
-        at the index F wrote it in this iteration (a "row-local" value);
+        where F wrote it in this iteration: in the iteration's own row, or at the
+        one element F stored in this iteration (a "row-local" value);
       - hoisted before F if S and F (and what is already placed after F) share
         no data, e.g. the zero-fill of a gradient buffer;
       - otherwise placed after F.
@@ -16,23 +17,31 @@ all become one pass over the rows of X.
 Afterwards a scratch buffer that is written and read only inside one fused
 iteration, at the same index, is replaced by its value (scalar replacement):
 it never touches memory.
+
+Fusion applies at every depth: inside a loop body, an inner loop that reads what the
+inner loop before it writes in the same iteration joins it (`t = x[i, :] + b` and
+`m = max(t)` walk the row once). Fewer, longer loops also keep the native compile
+short: LLVM's work grows with the number of loops it versions and vectorizes.
 """
 
 from __future__ import annotations
 
 from . import symbolic
 from .loop_walk import Effects, effects_of, loads_in, rewrite, walk
-from .loopir import LOOP_VAR_PREFIX, Loop, Program, Store
+from .loopir import LOOP_VAR_PREFIX, AccInit, Loop, Program, Store
 
 
 def fuse_loops(program: Program) -> Program:
-    body = _fuse(unique_loop_vars(program.body))
+    body = _fuse_nested(unique_loop_vars(program.body))
     body, removed = _replace_row_local_buffers(body, program)
     scratch = [b for b in program.scratch if b not in removed]
     return Program(program.name, program.dims, program.inputs, program.outputs, scratch, body)
 
 
-def _fuse(stmts: list) -> list:
+def _fuse(stmts: list, nested: bool = False) -> list:
+    """`nested`: the statements are a loop body. There a statement moves only for a fusion,
+    and only an accumulator's initialization or a loop moves: per-row statements keep
+    their places, between the loops whose results they use."""
     first = next((k for k, s in enumerate(stmts) if isinstance(s, Loop)), None)
     if first is None:
         return list(stmts)
@@ -43,17 +52,30 @@ def _fuse(stmts: list) -> list:
     for stmt in stmts[first + 1:]:
         effects = effects_of([stmt])
         blocked_by_after = effects.depends_on(after_effects) or after_effects.depends_on(effects)
-        if not blocked_by_after and _can_fuse(fused, fused_effects, stmt):
+        movable = not nested or isinstance(stmt, (AccInit, Loop))
+        if not blocked_by_after and _can_fuse(fused, fused_effects, stmt, nested):
             fused = _append(fused, stmt)
             fused_effects = effects_of([fused])
-        elif not blocked_by_after and not (
+        elif movable and not blocked_by_after and not (
             effects.depends_on(fused_effects) or fused_effects.depends_on(effects)
         ):
             before.append(stmt)
         else:
             after.append(stmt)
             after_effects = effects_of(after)
-    return prefix + _fuse(before) + [fused] + _fuse(after)
+    if nested and fused is stmts[first]:
+        return prefix + [fused] + _fuse(stmts[first + 1:], nested)
+    return prefix + _fuse(before, nested) + [fused] + _fuse(after, nested)
+
+
+def _fuse_nested(stmts: list, nested: bool = False) -> list:
+    """`_fuse` on the statements, then on the body of every loop it leaves."""
+    result = []
+    for stmt in _fuse(stmts, nested):
+        if isinstance(stmt, Loop):
+            stmt = Loop(stmt.var, stmt.extent, _fuse_nested(stmt.body, True), stmt.kind)
+        result.append(stmt)
+    return result
 
 
 def _row_local_writes(loop: Loop) -> dict:
@@ -65,7 +87,7 @@ def _row_local_writes(loop: Loop) -> dict:
     return writes
 
 
-def _can_fuse(fused: Loop, fused_effects: Effects, stmt) -> bool:
+def _can_fuse(fused: Loop, fused_effects: Effects, stmt, nested: bool = False) -> bool:
     if not isinstance(stmt, Loop) or not symbolic.dims_equal(fused.extent, stmt.extent):
         return False
     renamed = _renamed(stmt, fused.var)
@@ -76,19 +98,47 @@ def _can_fuse(fused: Loop, fused_effects: Effects, stmt) -> bool:
         return False
     shared = effects.reads & fused_effects.writes
     if not shared:
-        return True
+        return not nested  # in a loop body, a loop joins only the loop it reads from
     # Iteration i of `fused` must own the part of each shared buffer that iteration i of
-    # `stmt` reads: every access is inside row i (see `_in_row`).
-    for inner in walk(fused.body):
-        if isinstance(inner, Store) and inner.buffer in shared:
-            if not _in_row(inner.index, inner.buffer, fused):
-                return False
-    for inner in walk(renamed.body):
-        value = getattr(inner, "value", None)
-        for load in loads_in(value) if value is not None else ():
-            if load.buffer in shared and not _in_row(load.index, load.buffer, fused):
-                return False
+    # `stmt` reads: every access is inside row i (see `_in_row`), or every access is
+    # to the one element that iteration i stores (see `_same_element`).
+    stores = [s for s in walk(fused.body) if isinstance(s, Store) and s.buffer in shared]
+    loads = [
+        load
+        for inner in walk(renamed.body)
+        if getattr(inner, "value", None) is not None
+        for load in loads_in(inner.value)
+        if load.buffer in shared
+    ]
+    inner_vars = _nested_loop_vars(fused) | _nested_loop_vars(renamed)
+    for buffer in shared:
+        indices = [s.index for s in stores if s.buffer is buffer]
+        indices += [load.index for load in loads if load.buffer is buffer]
+        in_row = all(_in_row(index, buffer, fused) for index in indices)
+        if not in_row and not _same_element(indices, fused.var, inner_vars):
+            return False
     return True
+
+
+def _same_element(indices, var: str, inner_vars: set) -> bool:
+    """Whether all indices are one element `c·var + r`, c ≠ 0, with r fixed while the loop
+    over `var` runs (free of `var` and of the loops inside it): iteration i then touches
+    that element only, and no other iteration does."""
+    first = symbolic.as_dim(indices[0])
+    if not all(symbolic.dims_equal(first, index) for index in indices[1:]):
+        return False
+    with_var = [(m, c) for m, c in first.terms if any(_mentions(a, var) for a in m)]
+    if len(with_var) != 1 or with_var[0][0] != symbolic.Dim.symbol(var).terms[0][0]:
+        return False
+    return not (set(first.symbols()) & inner_vars)
+
+
+def _mentions(atom, var: str) -> bool:
+    return var in symbolic.Dim({(atom,): 1}).symbols()
+
+
+def _nested_loop_vars(loop: Loop) -> set:
+    return {inner.var for inner in walk(loop.body) if isinstance(inner, Loop)}
 
 
 def _in_row(index, buffer, loop: Loop) -> bool:
