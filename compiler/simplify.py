@@ -21,6 +21,7 @@ Rules, by op (a, b, x, u: any nodes; c: a constant):
     sub:    a − (−b) = a + b;  1 − σ(u) = σ(−u)
     matmul: A·(−B) = −(A·B);  (−A)·B = −(A·B)
     reduce_sum: Σ over axes a broadcast repeats = the value times their extent
+    exp:    e^(a − logaddexp(a, b)) = σ(a − b)
     reshape, transpose, broadcast_to:  of −x = −(of x)  (a negation moves outwards)
 """
 
@@ -75,8 +76,10 @@ def simplify_node(node: Node) -> Node:
                 break
         if rewritten is None or rewritten is node:
             return node
-        if rewritten.dtype != node.dtype or rewritten.shape != node.shape:
+        if rewritten.dtype != node.dtype or rewritten.ndim != node.ndim:
             raise AssertionError(f"internal: simplification changed {node} into {rewritten}")
+        if rewritten.shape != node.shape:
+            return node  # equal dims named differently by two traces: keep the traced node
         node = rewritten
     return node
 
@@ -255,6 +258,23 @@ def _minus_negation(node):
         return simplify_node(B.add(a, _negated(b)))
     if _is_const(a, 1.0) and b.op == "logistic":
         return make("logistic", [_neg(b.inputs[0])])
+    return None
+
+
+# -- exponentials ---------------------------------------------------------------------------------
+@rule("exp")
+def _softmax_weight(node):
+    """e^(a − logaddexp(a, b)) = eᵃ/(eᵃ + eᵇ) = σ(a − b): the derivative of logaddexp
+    (and softplus) stays accurate where σ ≈ 1 (the difference form cancels there)."""
+    x = node.inputs[0]
+    if x.op != "sub" or x.inputs[1].op != "logaddexp":
+        return None
+    a = x.inputs[0]
+    p, q = x.inputs[1].inputs
+    if a is p:
+        return make("logistic", [simplify_node(B.sub(p, q))])
+    if a is q:
+        return make("logistic", [simplify_node(B.sub(q, p))])
     return None
 
 

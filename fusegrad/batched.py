@@ -26,8 +26,9 @@ from .compiler.tracer import Tracer, to_node, wrap
 from .transforms import _name, parameter_names, resolve_wrt
 
 _placeholder_ids = itertools.count()
-#: How the Hessian differentiates the gradient (the batched Jacobian of ∇f).
-HESSIAN_MODE = "reverse"
+#: How the Hessian differentiates the gradient (the batched Jacobian of ∇f): "forward"
+#: (jvps of the gradient along the basis: forward over reverse) or "reverse".
+HESSIAN_MODE = "forward"
 
 
 def _compile_and_call(fn, args):
@@ -146,8 +147,10 @@ def _reverse_jacobian(out: Node, x: Node) -> Node:
     return B.reshape(batched, tuple(out.shape) + tuple(x.shape))
 
 
-def _forward_jacobian(out: Node, x: Node) -> Node:
-    """∂out/∂x, shape out.shape + x.shape: column c is the jvp along basis tangent e_c."""
+def _forward_jacobian(out: Node, x: Node, symmetric: bool = False) -> Node:
+    """∂out/∂x, shape out.shape + x.shape: column c is the jvp along basis tangent e_c.
+    `symmetric`: the Jacobian is known to equal its transpose (a Hessian: the Jacobian
+    of a gradient), so the batch of columns is returned as it is, as rows."""
     from .compiler import forward
 
     basis, count = _basis(x.shape, x.dtype)
@@ -158,6 +161,8 @@ def _forward_jacobian(out: Node, x: Node) -> Node:
     ((batched, is_batched),) = batch([B.cast(columns, out.dtype)], {tangent.id: basis}, count)
     if not is_batched:
         batched = with_batch_axis(batched, count)
+    if symmetric:
+        return B.reshape(batched, tuple(out.shape) + tuple(x.shape))
     # batched[c, o...] = ∂out[o...]/∂x_c: put the output axes first
     moved = B.transpose(batched, tuple(range(1, batched.ndim)) + (0,))
     return B.reshape(moved, tuple(out.shape) + tuple(x.shape))
@@ -227,7 +232,9 @@ def _value_grad_hessian(fn, args, position: int):
     (x,) = _targets(args, (position,), "hessian")
     # Simplified first: the Hessian differentiates σ(u), not the rule-by-rule eᵘ/(eᵘ+1).
     (gradient,) = simplify_nodes(autodiff.grad(value, [x]))
-    return value, gradient, _jacobian_node(gradient, x, HESSIAN_MODE)
+    if HESSIAN_MODE == "forward":  # forward over reverse; H is symmetric
+        return value, gradient, _forward_jacobian(gradient, x, symmetric=True)
+    return value, gradient, _reverse_jacobian(gradient, x)
 
 
 def hessian(fn=None, wrt=0):

@@ -93,3 +93,12 @@ def test_sums_of_broadcasts_are_products(fn, shape):
     simplified = simplify(graph(fn, x))
     np.testing.assert_allclose(evaluate(simplified, [x])[0], expected, rtol=1e-15)
     np.testing.assert_allclose(fg.compile(fn)(x), expected, rtol=1e-15)
+
+
+def test_second_derivative_of_softplus_is_accurate_where_sigma_is_one():
+    # d²/dx² softplus(x) = σ(x)(1 − σ(x)): at x = 24 that is 3.8e-11, which the
+    # difference form x − x·e^(a − y) of the raw derivative loses to cancellation.
+    x = np.array([-30.0, -24.0, 0.0, 24.0, 30.0])
+    H = fg.compile(fg.hessian(lambda x: fg.sum(fg.softplus(x))))(x)
+    exact = 1.0 / (1.0 + np.exp(-x)) / (1.0 + np.exp(x))  # σ(x)σ(−x), no cancellation
+    np.testing.assert_allclose(np.diag(H), exact, rtol=1e-13)

@@ -269,6 +269,5 @@ JVP["maximum"] = _extremum_jvp("gt")
 JVP["minimum"] = _extremum_jvp("lt")
 JVP["select"] = _select_jvp
 # Masks and leaves have no tangent; stop_gradient's tangent is zero by definition.
-# iota (ops/index.py) is a leaf like const.
-for _op in COMPARE + LOGICAL + ("sign", "const", "dim", "param", "stop_gradient", "iota"):
+for _op in COMPARE + LOGICAL + ("sign", "const", "dim", "param", "stop_gradient"):
     JVP[_op] = NOT_DIFFERENTIABLE

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import symbolic
-from .tables import EVALUATE, NOT_DIFFERENTIABLE, SHAPE, VJP
+from .tables import EVALUATE, JVP, NOT_DIFFERENTIABLE, SHAPE, VJP
 
 
 def _iota_rule(inputs, attrs):
@@ -34,3 +34,4 @@ def _iota_evaluate(node, values, dims):
 SHAPE["iota"] = _iota_rule
 EVALUATE["iota"] = _iota_evaluate
 VJP["iota"] = NOT_DIFFERENTIABLE
+JVP["iota"] = NOT_DIFFERENTIABLE
