@@ -1,0 +1,68 @@
+"""The command line: `python -m fusegrad build MODULE.py -o OUTDIR`.
+
+    python -m fusegrad build model.py -o out [--name NAME]
+        [--target-cpu native|x86-64-v3|x86-64] [--no-blas]
+
+builds every annotated compiled function of model.py into out/lib<NAME>.so,
+out/lib<NAME>.a, out/<NAME>.h and out/<NAME>.pc (see fusegrad/aot/build.py).
+A build that cannot go on prints one line that says what to do and exits with 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .compiler.errors import FusegradError
+
+
+def _parser() -> argparse.ArgumentParser:
+    from .aot.codegen import TARGET_CPUS
+
+    parser = argparse.ArgumentParser(prog="python -m fusegrad", description="fusegrad command line")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    build = commands.add_parser(
+        "build",
+        help="build a module's annotated compiled functions into a C library",
+        description="Build every compiled function of MODULE.py whose parameters are "
+        'annotated (w: fg.f64["n"]) into OUTDIR/lib<NAME>.so, lib<NAME>.a, <NAME>.h '
+        "and <NAME>.pc.",
+    )
+    build.add_argument("module", metavar="MODULE.py", help="the Python module to build")
+    build.add_argument("-o", "--outdir", required=True, metavar="OUTDIR", help="output folder")
+    build.add_argument("--name", help="library name (default: the module's file name)")
+    build.add_argument(
+        "--target-cpu",
+        default="native",
+        choices=list(TARGET_CPUS),
+        help="native: this machine's CPU (default); x86-64-v3: AVX2/FMA CPUs (Haswell and "
+        "later); x86-64: any x86-64 CPU",
+    )
+    build.add_argument(
+        "--no-blas",
+        action="store_true",
+        help="matrix products as generated loops: the library needs only libc, libm, pthreads",
+    )
+    return parser
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    from .aot import build_library
+
+    try:
+        build_library(
+            args.module,
+            args.outdir,
+            name=args.name,
+            target_cpu=args.target_cpu,
+            blas=not args.no_blas,
+        )
+    except FusegradError as exc:
+        print(f"fusegrad build: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
