@@ -14,7 +14,7 @@ double transposes and reshapes of reshapes as they build.
 Rules, by op (a, b, x, u: any nodes; c: a constant):
 
     neg:    −(−x) = x (in build)
-    mul:    (1/a)·b = b/a;  (−a)·b = a·(−b) = −(a·b);  (−1)·x = −x;  σ(−u)·eᵘ = σ(u);
+    mul:    c₁·(c₂·x) = (c₁c₂)·x;  (1/a)·b = b/a;  (−a)·b = a·(−b) = −(a·b);  (−1)·x = −x;  σ(−u)·eᵘ = σ(u);
             Aᵀ ⊙ S = (A ⊙ Sᵀ)ᵀ for a broadcast S
     div:    eᵘ/(eᵘ + 1) = σ(u);  1/(eᵘ + 1) = σ(−u);  (−a)/b = −(a/b);  (a/b)/c = a/(b·c)
     add:    a + (−b) = a − b;  (−a) + b = b − a;  x + x = 2·x;  (a ± b) ± b = a ± 2·b
@@ -164,6 +164,21 @@ def _negation_outwards(node):
         return _neg(simplify_node(rebuild(node.op, [inner_a, b], dict(node.attrs))))
     if inner_b is not None and node.op != "div":
         return _neg(simplify_node(rebuild(node.op, [a, inner_b], dict(node.attrs))))
+    return None
+
+
+@rule("mul")
+def _constant_factors(node):
+    """c₁·(c₂·x) = (c₁c₂)·x"""
+    a, b = node.inputs
+    for c1, other in ((a, b), (b, a)):
+        v1 = B.const_value(c1)
+        if v1 is None or other.op != "mul":
+            continue
+        for c2, x in (other.inputs, other.inputs[::-1]):
+            v2 = B.const_value(c2)
+            if v2 is not None and B.const_value(x) is None:
+                return simplify_node(B.mul(B.constant(v1 * v2, node.dtype, node.shape), x))
     return None
 
 

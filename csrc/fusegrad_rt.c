@@ -64,6 +64,8 @@ const char *fg_strerror(int status)
         return "out of memory while allocating scratch buffers";
     case FG_ERR_INCONSISTENT:
         return "inconsistent dimensions";
+    case FG_ERR_BLAS_DIMS:
+        return "a matrix dimension exceeds 2**31 - 1, the limit of the 32-bit BLAS";
     default:
         return "unknown status";
     }

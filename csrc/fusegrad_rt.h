@@ -25,6 +25,7 @@ extern "C" {
 #define FG_ERR_NEGATIVE_DIM  1
 #define FG_ERR_NO_MEMORY     2
 #define FG_ERR_INCONSISTENT  3
+#define FG_ERR_BLAS_DIMS 4 /* a matrix dim exceeds the 32-bit ints of the BLAS */
 
 /* 64-byte aligned allocation. Returns NULL for a negative size or when out of
  * memory; a size of 0 returns a valid minimal block (never NULL). Release
