@@ -55,14 +55,14 @@ def _fuse(stmts: list, nested: bool = False) -> list:
         movable = not nested or isinstance(stmt, (AccInit, Loop))
         if not blocked_by_after and _can_fuse(fused, fused_effects, stmt, nested):
             fused = _append(fused, stmt)
-            fused_effects = effects_of([fused])
+            fused_effects = fused_effects.union(effects)
         elif movable and not blocked_by_after and not (
             effects.depends_on(fused_effects) or fused_effects.depends_on(effects)
         ):
             before.append(stmt)
         else:
             after.append(stmt)
-            after_effects = effects_of(after)
+            after_effects = after_effects.union(effects)
     if nested and fused is stmts[first]:
         return prefix + [fused] + _fuse(stmts[first + 1:], nested)
     return prefix + _fuse(before, nested) + [fused] + _fuse(after, nested)

@@ -25,6 +25,15 @@ class Effects:
     def accumulators(self) -> set:
         return self.acc_inits | self.acc_updates | self.acc_reads
 
+    def union(self, other: Effects) -> Effects:
+        return Effects(
+            self.reads | other.reads,
+            self.writes | other.writes,
+            self.acc_inits | other.acc_inits,
+            self.acc_updates | other.acc_updates,
+            self.acc_reads | other.acc_reads,
+        )
+
     def depends_on(self, earlier: "Effects") -> bool:
         """Whether these statements must stay after `earlier` (any shared data with a write)."""
         return bool(

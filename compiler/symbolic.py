@@ -13,6 +13,7 @@ arithmetic is a polynomial over loop variables and dims.
 
 from __future__ import annotations
 
+import functools
 from functools import cached_property
 from typing import Mapping, Union
 
@@ -22,18 +23,19 @@ DimLike = Union[int, "Dim"]
 class Atom:
     """A leaf of a polynomial: a symbol or a function of dims."""
 
-    __slots__ = ("kind", "args", "_key")
+    __slots__ = ("kind", "args", "_key", "_hash")
 
     def __init__(self, kind: str, args: tuple):
         self.kind = kind  # "sym", "floordiv", "max", "min"
         self.args = args
         self._key = (kind, tuple(_atom_arg_key(a) for a in args))
+        self._hash = hash(self._key)
 
     def __eq__(self, other):
-        return isinstance(other, Atom) and self._key == other._key
+        return self is other or (isinstance(other, Atom) and self._key == other._key)
 
     def __hash__(self):
-        return hash(self._key)
+        return self._hash
 
     def __lt__(self, other):
         return self._key < other._key
@@ -62,32 +64,39 @@ class Dim:
     # -- construction -------------------------------------------------------
     @staticmethod
     def symbol(name: str) -> "Dim":
-        return Dim({(Atom("sym", (name,)),): 1})
+        return _symbol(name)
 
     @staticmethod
     def const(value: int) -> "Dim":
-        return Dim({(): int(value)})
+        return _const(int(value))
 
     @cached_property
     def key(self):
         return tuple((tuple(a._key for a in m), c) for m, c in self.terms)
 
-    def __hash__(self):
+    @cached_property
+    def _hash(self) -> int:
         return hash(self.key)
+
+    def __hash__(self):
+        return self._hash
 
     def __eq__(self, other):
         if isinstance(other, int):
             return self.is_const and self.const_value == other
-        return isinstance(other, Dim) and self.key == other.key
+        return self is other or (isinstance(other, Dim) and self.key == other.key)
 
     # -- queries ------------------------------------------------------------
+    # The constant monomial () sorts first, and a canonical polynomial has it at most once.
     @property
     def is_const(self) -> bool:
-        return all(m == () for m, _ in self.terms)
+        terms = self.terms
+        return not terms or (len(terms) == 1 and terms[0][0] == ())
 
     @property
     def const_value(self) -> int:
-        return dict(self.terms).get((), 0)
+        terms = self.terms
+        return terms[0][1] if terms and terms[0][0] == () else 0
 
     @property
     def is_symbol(self) -> bool:
@@ -105,11 +114,15 @@ class Dim:
 
     def symbols(self) -> list[str]:
         """Symbol names in order of first appearance (deterministic)."""
+        return list(self._symbols)
+
+    @cached_property
+    def _symbols(self) -> tuple[str, ...]:
         found: list[str] = []
         for monomial, _ in self.terms:
             for atom in monomial:
                 _collect_symbols(atom, found)
-        return found
+        return tuple(found)
 
     # -- arithmetic ---------------------------------------------------------
     def __add__(self, other):
@@ -180,13 +193,40 @@ class Dim:
         return total
 
     def substitute(self, mapping: Mapping[str, "DimLike"]) -> "Dim":
-        result = Dim.const(0)
+        if not any(name in mapping for name in self._symbols):
+            return self
+        kept: dict = {}  # monomials free of the mapped symbols stay as they are
+        replaced = []
         for monomial, coeff in self.terms:
-            product = Dim.const(coeff)
-            for atom in monomial:
-                product = product * substitute_atom(atom, mapping)
+            if any(_atom_mentions(atom, mapping) for atom in monomial):
+                product = Dim.const(coeff)
+                for atom in monomial:
+                    product = product * substitute_atom(atom, mapping)
+                replaced.append(product)
+            else:
+                kept[monomial] = coeff
+        result = Dim(kept)
+        for product in replaced:
             result = result + product
         return result
+
+
+@functools.lru_cache(maxsize=1024)
+def _symbol(name: str) -> Dim:
+    return Dim({(Atom("sym", (name,)),): 1})
+
+
+@functools.lru_cache(maxsize=1024)
+def _const(value: int) -> Dim:
+    return Dim({(): value})
+
+
+def _atom_mentions(atom: Atom, mapping) -> bool:
+    if atom.kind == "sym":
+        return atom.args[0] in mapping
+    return any(
+        isinstance(a, Dim) and any(name in mapping for name in a._symbols) for a in atom.args
+    )
 
 
 def _collect_symbols(atom: Atom, found: list[str]):
