@@ -19,6 +19,7 @@ applied to first order. Error < 0.85 ulp (double; measured 0.842) over the whole
 
 from __future__ import annotations
 
+import functools
 from fractions import Fraction
 
 from llvmlite import ir
@@ -92,6 +93,15 @@ def _windows(words: int, e_min: int, e_max: int) -> list[int]:
     return [w - 2**64 if w >= 2**63 else w for w in table]  # as signed i64 constants
 
 
+@functools.cache
+def _table_initializer(words: int, e_min: int, e_max: int) -> ir.FormattedConstant:
+    """The table of windows as an IR constant, formatted once per process (a thousand
+    i64 constants take milliseconds to build and print)."""
+    values = _windows(words, e_min, e_max)
+    array = ir.Constant(ir.ArrayType(I64, len(values)), values)
+    return ir.FormattedConstant(array.type, array.get_reference())
+
+
 def _window(m, e, precision):
     """The 32-bit limbs of W(e), most significant first: `words` gathers from a table."""
     _, words, e_min, e_max = _REDUCTION[precision]
@@ -99,11 +109,11 @@ def _window(m, e, precision):
     name = f"fg_two_over_pi_{precision}"
     table = b.module.globals.get(name)
     if table is None:
-        values = _windows(words, e_min, e_max)
-        table = ir.GlobalVariable(b.module, ir.ArrayType(I64, len(values)), name)
+        initializer = _table_initializer(words, e_min, e_max)
+        table = ir.GlobalVariable(b.module, initializer.type, name)
         table.linkage = "internal"
         table.global_constant = True
-        table.initializer = ir.Constant(table.value_type, values)
+        table.initializer = initializer
     first = m.imul(m.isub(e, e_min), words)
     limbs = []
     for c in range(words):
