@@ -15,13 +15,24 @@ For each workload:
    with NumPy / implementation as the speedup. A pause after every batch lets the previous library's BLAS threads,
    which spin for ~0.1 s after a call, go idle before the next implementation runs; an
    untimed call before every batch wakes the next implementation's own threads.
+
+The first calls of step 1 run with the on-disk kernel cache off (`run.py` sets
+FUSEGRAD_CACHE=0). `ProcessFirstCalls` measures fusegrad's first call in fresh processes
+instead, each after `import fusegrad` and the runtime's set-up (LLVM, BLAS, timed on its
+own): *cold* with an empty cache folder (trace + compile + store + one run), then *warm*
+with the folder the cold process filled (trace + load + one run).
 """
 
 from __future__ import annotations
 
 import gc
 import itertools
+import json
 import math
+import os
+import subprocess
+import sys
+import tempfile
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -90,6 +101,9 @@ class WorkloadResult:
     first_call_case: wl.Case
     first_calls: dict  # implementation name -> seconds, or an error message
     cases: list = field(default_factory=list)
+    # fusegrad's first call in fresh processes: {"cold": ..., "warm": ...}, each the dict of
+    # `fresh_process_first_call` or an error message; empty when not measured
+    process_first_calls: dict = field(default_factory=dict)
 
 
 # -- inputs and checks ---------------------------------------------------------------------
@@ -199,13 +213,101 @@ def measure_first_calls(workload: wl.Workload, cases: list, settings: Settings):
             first_calls[implementation.name] = describe_error(exc)
             if implementation.eager is not None:
                 eager = implementation.eager()
-                eager.note += f" (the compiled one failed: {first_calls[implementation.name]})"
+                eager.note += (
+                    f" (the compiled one failed: {first_calls[implementation.name]})"
+                )
                 impls[index] = eager
                 try:
                     first_calls[eager.name] = time_first_call(eager, arrays)
                 except Exception as eager_exc:  # noqa: BLE001
                     first_calls[eager.name] = describe_error(eager_exc)
     return impls, WorkloadResult(workload, case, first_calls)
+
+
+# -- first calls in fresh processes (the on-disk kernel cache) -----------------------------
+BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+class ProcessFirstCalls:
+    """Fresh `python` processes sharing one bytecode folder (so that compiling the sources of
+    fusegrad is charged to none) and, per workload, one kernel cache folder."""
+
+    def __init__(self):
+        self._folder = tempfile.TemporaryDirectory(prefix="fusegrad-bench-")
+        self.env = dict(
+            os.environ, PYTHONPYCACHEPREFIX=os.path.join(self._folder.name, "pyc")
+        )
+        self.env.pop("PYTHONDONTWRITEBYTECODE", None)
+        # Writes the bytecode of fusegrad, NumPy and the workloads before anything is timed.
+        self.run({"FUSEGRAD_CACHE": "0"}, "W2", None)
+
+    def run(self, env: dict, workload: str, case: str | None) -> dict | str:
+        """The measurement of `fresh_process_first_call` in a new process, or its error."""
+        code = f"import sys; sys.path.insert(0, {BENCH_DIR!r}); import harness; "
+        code += f"harness.fresh_process_first_call({workload!r}, {case!r})"
+        try:
+            completed = subprocess.run(
+                [sys.executable, "-c", code],
+                env={**self.env, **env},
+                capture_output=True,
+                text=True,
+                timeout=300,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            return "timed out after 300 s"
+        if completed.returncode != 0:
+            return (completed.stderr.strip().splitlines() or ["exit status"])[-1][:200]
+        return json.loads(completed.stdout.strip().splitlines()[-1])
+
+    def measure(self, workload: wl.Workload, case: wl.Case) -> dict:
+        """`{"cold": ..., "warm": ...}` on an empty, then the filled, cache folder."""
+        kernels = tempfile.mkdtemp(prefix="kernels-", dir=self._folder.name)
+        env = {"FUSEGRAD_CACHE": "1", "FUSEGRAD_CACHE_DIR": kernels}
+        cold = self.run(env, workload.name, case.label)
+        warm = self.run(env, workload.name, case.label)
+        return {"cold": cold, "warm": warm}
+
+    def close(self):
+        self._folder.cleanup()
+
+
+def fresh_process_first_call(name: str, label: str | None):
+    """Run in a fresh process: print, as JSON, the runtime's set-up time, then the first
+    call's time and how it divides (tracing, building the kernel, the rest: the call)."""
+    from fusegrad.runtime import blas, cache, jit
+
+    from fusegrad import api
+
+    workload = next(w for w in wl.WORKLOADS if w.name == name)
+    cases = workload.cases + workload.quick_cases
+    case = next((c for c in cases if c.label == label), min(cases, key=input_size))
+    arrays = case_inputs(workload, case)
+    start = time.perf_counter()
+    jit._initialize()  # LLVM's target and the runtime's symbols: once per process
+    blas.available()
+    setup_s = time.perf_counter() - start
+
+    spent = {"trace_s": 0.0, "kernel_s": 0.0}
+
+    def timed(key, function):
+        def wrapper(*args, **kwargs):
+            started = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                spent[key] += time.perf_counter() - started
+
+        return wrapper
+
+    api.CompiledFunction.trace = timed("trace_s", api.CompiledFunction.trace)
+    fusegrad_kernels.build_kernel = timed("kernel_s", fusegrad_kernels.build_kernel)
+    call = workload.implementations["fusegrad"](workload).bind(arrays)
+    start = time.perf_counter()
+    call()
+    first_call_s = time.perf_counter() - start
+    result = {"setup_s": setup_s, "first_call_s": first_call_s, **spent, **cache.stats}
+    print(json.dumps(result))
 
 
 def select_cases(workload: wl.Workload, quick: bool) -> list:
@@ -233,7 +335,9 @@ def time_batch(call, reps: int) -> float:
     return (time.perf_counter() - start) / reps
 
 
-def run_case(workload: wl.Workload, case: wl.Case, impls: list, settings: Settings) -> CaseResult:
+def run_case(
+    workload: wl.Workload, case: wl.Case, impls: list, settings: Settings
+) -> CaseResult:
     started = time.perf_counter()
     arrays = case_inputs(workload, case)
     reference = impls[0].as_numpy(impls[0].bind(arrays)())  # impls[0] is NumPy
@@ -271,7 +375,10 @@ def run_case(workload: wl.Workload, case: wl.Case, impls: list, settings: Settin
                 call()  # untimed: wakes the library's threads after the pause
                 timing.samples.append(time_batch(call, timing.reps))
                 time.sleep(settings.settle_s)
-            if round_index + 1 >= settings.min_rounds and time.perf_counter() > deadline:
+            if (
+                round_index + 1 >= settings.min_rounds
+                and time.perf_counter() > deadline
+            ):
                 break
     finally:
         gc.enable()
@@ -280,12 +387,26 @@ def run_case(workload: wl.Workload, case: wl.Case, impls: list, settings: Settin
     return CaseResult(case, timings, time.perf_counter() - started)
 
 
-def run_workload(workload: wl.Workload, settings: Settings, quick: bool = False, log=print):
+def run_workload(
+    workload: wl.Workload,
+    settings: Settings,
+    quick: bool = False,
+    log=print,
+    processes=None,
+):
+    """`processes`, a `ProcessFirstCalls`, adds the cold and warm first calls."""
     cases = select_cases(workload, quick)
     impls, result = measure_first_calls(workload, cases, settings)
     for name, seconds in result.first_calls.items():
         shown = f"{seconds * 1e3:.1f} ms" if isinstance(seconds, float) else seconds
         log(f"  {workload.name} first call {name}: {shown}")
+    if processes is not None:
+        result.process_first_calls = processes.measure(workload, result.first_call_case)
+        for name, measured in result.process_first_calls.items():
+            shown = format_first_call(measured)
+            log(
+                f"  {workload.name} first call fusegrad, fresh process, {name} cache: {shown}"
+            )
     for case in cases:
         case_result = run_case(workload, case, impls, settings)
         result.cases.append(case_result)
@@ -303,11 +424,21 @@ def summary_line(result: CaseResult) -> str:
     return ", ".join(parts) + f" ({result.seconds:.1f} s)"
 
 
+def format_first_call(measured) -> str:
+    """A fresh process's first call, e.g. `4.1 ms (trace 1.2 ms, kernel 2.0 ms)`."""
+    if not isinstance(measured, dict):
+        return f"error: {measured}"
+    parts = f"trace {format_seconds(measured['trace_s'])}, kernel {format_seconds(measured['kernel_s'])}"
+    return f"{format_seconds(measured['first_call_s'])} ({parts})"
+
+
 def format_seconds(seconds: float) -> str:
     if math.isnan(seconds):
         return "—"
     if seconds < 1e-3:
-        return f"{seconds * 1e6:.2f} µs" if seconds < 1e-5 else f"{seconds * 1e6:.1f} µs"
+        return (
+            f"{seconds * 1e6:.2f} µs" if seconds < 1e-5 else f"{seconds * 1e6:.1f} µs"
+        )
     if seconds < 1.0:
         return f"{seconds * 1e3:.2f} ms"
     return f"{seconds:.2f} s"

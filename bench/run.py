@@ -9,6 +9,7 @@ python bench/run.py --without PyTorch    # skip an optional framework
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 import time
@@ -24,9 +25,15 @@ DEFAULT_OUTPUT = Path(__file__).resolve().parent / "RESULTS.md"
 
 def parse_arguments(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smoke run: small sizes, 1-2 rounds")
-    parser.add_argument("--only", default="", help="comma-separated workloads, e.g. W1,W2")
-    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="Markdown report path")
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: small sizes, 1-2 rounds"
+    )
+    parser.add_argument(
+        "--only", default="", help="comma-separated workloads, e.g. W1,W2"
+    )
+    parser.add_argument(
+        "--output", type=Path, default=DEFAULT_OUTPUT, help="Markdown report path"
+    )
     parser.add_argument(
         "--without",
         default="",
@@ -34,7 +41,9 @@ def parse_arguments(argv):
         + ",".join(impl.available_frameworks()),
     )
     parser.add_argument(
-        "--no-torch-compile", action="store_true", help="time eager PyTorch, not torch.compile"
+        "--no-torch-compile",
+        action="store_true",
+        help="time eager PyTorch, not torch.compile",
     )
     parser.add_argument(
         "--budget", type=float, default=None, help="seconds of timing rounds per case"
@@ -44,7 +53,9 @@ def parse_arguments(argv):
 
 def settings_for(args) -> harness.Settings:
     without = {name.strip().lower() for name in args.without.split(",") if name.strip()}
-    frameworks = tuple(f for f in impl.available_frameworks() if f.lower() not in without)
+    frameworks = tuple(
+        f for f in impl.available_frameworks() if f.lower() not in without
+    )
     if args.quick:
         settings = harness.Settings(
             inner_target_s=0.005,
@@ -68,7 +79,9 @@ def select_workloads(only: str) -> list:
     known = {w.name: w for w in wl.WORKLOADS}
     unknown = [name for name in names if name not in known]
     if unknown:
-        sys.exit(f"unknown workload(s) {', '.join(unknown)}; choose from {', '.join(known)}")
+        sys.exit(
+            f"unknown workload(s) {', '.join(unknown)}; choose from {', '.join(known)}"
+        )
     return [known[name] for name in names] if names else wl.WORKLOADS
 
 
@@ -84,18 +97,34 @@ def main(argv=None):
         else f"{version}, skipped (--without)"
         for name, version in impl.available_frameworks().items()
     }
-    print("machine:", "; ".join(f"{k}: {v}" for k, v in report.machine(frameworks)), flush=True)
+    print(
+        "machine:",
+        "; ".join(f"{k}: {v}" for k, v in report.machine(frameworks)),
+        flush=True,
+    )
+    # In this process first calls compile: the on-disk kernel cache is for fresh processes.
+    os.environ["FUSEGRAD_CACHE"] = "0"
     setup_s = harness.warm_up_process()
+    processes = harness.ProcessFirstCalls()
     results = []
-    for workload in chosen:
-        print(f"{workload.name}: {workload.title}", flush=True)
-        results.append(
-            harness.run_workload(
-                workload, settings, quick=args.quick, log=lambda line: print(line, flush=True)
+    try:
+        for workload in chosen:
+            print(f"{workload.name}: {workload.title}", flush=True)
+            results.append(
+                harness.run_workload(
+                    workload,
+                    settings,
+                    quick=args.quick,
+                    log=lambda line: print(line, flush=True),
+                    processes=processes,
+                )
             )
-        )
+    finally:
+        processes.close()
     seconds = time.perf_counter() - started
-    command = "python bench/run.py" + "".join(" " + shlex.quote(a) for a in (argv or sys.argv[1:]))
+    command = "python bench/run.py" + "".join(
+        " " + shlex.quote(a) for a in (argv or sys.argv[1:])
+    )
     machine = report.machine(frameworks)
     text = report.render(results, machine, command, seconds, args.quick, setup_s, load)
     args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -161,8 +161,9 @@ class JitKernel:
         return f"JitKernel({self.name!r}, address=0x{self.address:x})"
 
 
-def jit_compile(llvm_ir: str, name: str, opt_level: int = OPT_LEVEL) -> JitKernel:
-    """Optimize and compile `llvm_ir`; the kernel's `address` is the function `name`."""
+def jit_compile(llvm_ir: str, name: str, opt_level: int = OPT_LEVEL, on_object=None) -> JitKernel:
+    """Optimize and compile `llvm_ir`; the kernel's `address` is the function `name`.
+    `on_object(bytes)`, if given, receives the object code (for `jit_load`)."""
     if not 0 <= opt_level <= 3:
         raise ValueError(f"opt_level must be 0..3, got {opt_level}")
     _initialize()
@@ -172,6 +173,8 @@ def jit_compile(llvm_ir: str, name: str, opt_level: int = OPT_LEVEL) -> JitKerne
         try:
             with _NoStrengthReduction():
                 engine = llvm.create_mcjit_compiler(module, tm)  # takes ownership of tm
+                if on_object is not None:
+                    engine.set_object_cache(lambda _module, buffer: on_object(bytes(buffer)))
                 engine.finalize_object()
         except RuntimeError as exc:
             raise CompileError(f"native code generation failed: {exc}") from exc
@@ -179,3 +182,20 @@ def jit_compile(llvm_ir: str, name: str, opt_level: int = OPT_LEVEL) -> JitKerne
     if not address:
         raise CompileError(f"the compiled module defines no function {name!r}")
     return JitKernel(name, engine, address, llvm_ir, opt_level)
+
+
+def jit_load(object_code: bytes, name: str, source: str = "", opt_level: int = OPT_LEVEL) -> JitKernel:
+    """The kernel of object code from `jit_compile(..., on_object=...)` for this target:
+    linked and loaded, with no optimization or code generation (~1 ms)."""
+    _initialize()
+    with _LOCK:
+        engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), _host_target_machine(opt_level))
+        try:
+            engine.add_object_file(llvm.ObjectFileRef.from_data(object_code))
+            engine.finalize_object()
+        except RuntimeError as exc:
+            raise CompileError(f"loading cached object code failed: {exc}") from exc
+        address = engine.get_function_address(name)
+    if not address:
+        raise CompileError(f"the cached object code defines no function {name!r}")
+    return JitKernel(name, engine, address, source, opt_level)

@@ -9,21 +9,31 @@ Two callers do this (runtime/binder.py): `binder`, in C, through the packed entr
 point `name_packed(dims, buffers)` for arguments exactly like the specialization's
 (None for kernels it does not fit), and `call_arrays`, generated Python through
 cffi, for everything else.
+
+With the on-disk cache (runtime/cache.py) a kernel compiled by an earlier process is
+loaded from its object code instead: no pipeline, no LLVM optimization or code
+generation. The entry keeps the program's signature (name, dims, input and output
+buffers), which is all the callers need; `kernel.program` runs the pipeline again
+only when something else of it is read.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
 import threading
 
 import cffi
 
-from ..compiler import pipeline
+from ..compiler import loopir, pipeline
 from ..compiler.errors import FusegradError, ShapeError
 from ..compiler.ir import Function
+from ..compiler.llvm.packed_entry import append_packed_entry, packed_name
+from ..compiler.llvm.render import render_program
 from ..compiler.trace import OutputTree
-from . import blas
+from . import blas, cache
 from .binder import make_caller, native_binder
+from .jit import _LOCK, OPT_LEVEL, jit_compile, jit_load
 
 _ffi = cffi.FFI()
 _C_TYPES = {"float64": "double *", "float32": "float *", "bool": "uint8_t *"}
@@ -37,15 +47,19 @@ class Kernel:
     def __init__(self, function: Function, tree: OutputTree, use_blas: bool):
         self.function = function
         self.tree = tree
-        self.program = pipeline.to_loop_ir(function, blas=use_blas)
-        from ..compiler.llvm.packed_entry import append_packed_entry, packed_name
-        from ..compiler.llvm.render import render_program
-        from .jit import _LOCK, jit_compile
-
-        self.llvm_ir_unoptimized = append_packed_entry(render_program(self.program), self.program)
-        self.jit = jit_compile(self.llvm_ir_unoptimized, self.program.name)
+        self.use_blas = use_blas
+        self.from_cache = False  # loaded from the on-disk cache (runtime/cache.py)
+        self._llvm_ir_unoptimized = None
+        key = None
+        if cache.enabled():
+            key = cache.kernel_key(function.digest, tree.structure, use_blas, OPT_LEVEL)
+            self.from_cache = self._load(cache.load(key))
+        if not self.from_cache:
+            self._compile(key)
         with _LOCK:  # llvmlite is not thread-safe
-            packed_address = self.jit._engine.get_function_address(packed_name(self.program))
+            packed_address = self.jit._engine.get_function_address(
+                packed_name(self.program)
+            )
         c_args = ["int64_t"] * len(self.program.dims) + [
             _C_TYPES[b.dtype] for b in self.program.inputs + self.program.outputs
         ]
@@ -54,9 +68,52 @@ class Kernel:
         self.call_arrays = make_caller(self)
         self.binder = native_binder(self, packed_address)
 
+    def _compile(self, key: str | None):
+        """Run the pipeline and LLVM; store the object code and the program's signature."""
+        self.program = pipeline.to_loop_ir(self.function, blas=self.use_blas)
+        self._llvm_ir_unoptimized = append_packed_entry(
+            render_program(self.program), self.program
+        )
+        objects = []
+        self.jit = jit_compile(
+            self._llvm_ir_unoptimized, self.program.name, on_object=objects.append
+        )
+        if key is not None and len(objects) == 1:
+            signature = _signature(self.program)
+            cache.store(
+                key,
+                pickle.dumps((signature, objects[0]), protocol=pickle.HIGHEST_PROTOCOL),
+            )
+
+    def _load(self, payload: bytes | None) -> bool:
+        """Rebuild from a cache entry: the object code, and the program's signature (the
+        loop program itself is rebuilt only if asked for)."""
+        if payload is None:
+            return False
+        try:
+            signature, object_code = pickle.loads(payload)
+            self.jit = jit_load(object_code, signature.name)
+        except Exception:  # noqa: BLE001 - an entry that does not load is compiled again
+            cache.stats["bad_entries"] += 1
+            return False
+        self.program = _CachedProgram(signature, self.function, self.use_blas)
+        return True
+
+    @property
+    def llvm_ir_unoptimized(self) -> str:
+        """The LLVM IR rendered from the loop program, with the packed entry point."""
+        if self._llvm_ir_unoptimized is None:
+            program = self.program.full()
+            self._llvm_ir_unoptimized = append_packed_entry(
+                render_program(program), program
+            )
+        return self._llvm_ir_unoptimized
+
     @property
     def llvm_ir(self) -> str:
         """The optimized LLVM IR of the entry point."""
+        if not self.jit.source:
+            self.jit.source = self.llvm_ir_unoptimized
         return self.jit.llvm_ir
 
     def call(self, arrays):
@@ -72,8 +129,44 @@ class Kernel:
         error = ShapeError if status in (1, 3, 4) else FusegradError
         message = strerror(status)
         if status == 4:
-            message = "a matrix dimension exceeds 2**31 - 1, the limit of the 32-bit BLAS"
-        raise error(f"{self.function.name}: the kernel returned status {status}: {message}")
+            message = (
+                "a matrix dimension exceeds 2**31 - 1, the limit of the 32-bit BLAS"
+            )
+        raise error(
+            f"{self.function.name}: the kernel returned status {status}: {message}"
+        )
+
+
+def _signature(program: loopir.Program) -> loopir.Program:
+    """What the callers of a kernel read of its program: name, dims, inputs, outputs."""
+    return loopir.Program(
+        program.name, list(program.dims), list(program.inputs), list(program.outputs)
+    )
+
+
+class _CachedProgram:
+    """The loop program of a kernel from the cache: the signature stored with it at
+    once, any other attribute from the pipeline, run again on first use."""
+
+    def __init__(self, signature: loopir.Program, function: Function, use_blas: bool):
+        self.name = signature.name
+        self.dims = signature.dims
+        self.inputs = signature.inputs
+        self.outputs = signature.outputs
+        self._function = function
+        self._use_blas = use_blas
+        self._program = None
+
+    def full(self) -> loopir.Program:
+        if self._program is None:
+            self._program = pipeline.to_loop_ir(self._function, blas=self._use_blas)
+        return self._program
+
+    def __getattr__(self, name):
+        return getattr(self.full(), name)
+
+    def __str__(self):
+        return str(self.full())
 
 
 # Compiled kernels by content hash of the traced graph: a graph traced again (by another

@@ -1,0 +1,189 @@
+"""On-disk cache of compiled kernels, so a new process does not compile them again.
+
+    key = kernel_key(function.digest, tree.structure, use_blas, opt_level)
+    payload = load(key)          # bytes, or None (a miss, a bad entry, the cache off)
+    store(key, payload)          # atomic: temp file in the same folder, fsync, rename
+
+The key is a content hash of everything the machine code depends on: the graph, the
+output tree, the BLAS flag, the optimization level, the target (triple, CPU name and
+features), the fusegrad and LLVM versions and the compiler's own files (their sizes and
+modification times, so an edited checkout never reads code compiled by an older one).
+
+One entry is one file `<key>.kernel`:
+
+    MAGIC (8 bytes) | key (64 ASCII hex) | payload length (8, little-endian)
+    | SHA-256 of the payload (32) | payload
+
+A short, long or altered file fails the check, counts as a miss and is replaced by the
+next store. Where: `FUSEGRAD_CACHE_DIR`, else `$XDG_CACHE_HOME/fusegrad`, else
+`~/.cache/fusegrad`; `FUSEGRAD_CACHE=0` turns the cache off. A folder that cannot be
+written turns it off for the process, with one warning.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+import tempfile
+import threading
+import warnings
+from pathlib import Path
+
+MAGIC = b"FGKERN01"
+_HEADER = struct.Struct("<8s64sQ32s")
+SUFFIX = ".kernel"
+
+#: What this process did with the cache (for tests and benchmarks).
+stats = {"hits": 0, "misses": 0, "stores": 0, "bad_entries": 0}
+
+_lock = threading.Lock()
+_broken: str | None = None  # why writing failed; the cache is off for the process
+_environment: str | None = None  # the part of every key that is fixed for the process
+
+
+def enabled() -> bool:
+    return os.environ.get("FUSEGRAD_CACHE", "1") != "0" and _broken is None
+
+
+def directory() -> Path:
+    configured = os.environ.get("FUSEGRAD_CACHE_DIR")
+    if configured:
+        return Path(configured)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(
+        os.path.expanduser("~"), ".cache"
+    )
+    return Path(base) / "fusegrad"
+
+
+def clear() -> int:
+    """Remove every entry (and leftover temp file); the number of files removed."""
+    removed = 0
+    folder = directory()
+    if not folder.is_dir():
+        return 0
+    for path in folder.iterdir():
+        if path.suffix == SUFFIX or path.name.startswith(".tmp-"):
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def environment() -> str:
+    """Versions, target and compiler files: what every key shares in this process."""
+    global _environment
+    if _environment is None:
+        import llvmlite.binding as llvm
+
+        import fusegrad
+
+        parts = (
+            fusegrad.__version__,
+            llvm.llvm_version_info,
+            llvm.get_process_triple(),
+            llvm.get_host_cpu_name(),
+            llvm.get_host_cpu_features().flatten(),
+            _source_fingerprint(),
+        )
+        _environment = repr(parts)
+    return _environment
+
+
+def _source_fingerprint() -> str:
+    """Name, size and modification time of every file of the compiler and runtime."""
+    import fusegrad.compiler
+    import fusegrad.runtime
+
+    import fusegrad
+
+    folders = {
+        Path(m.__file__).parent for m in (fusegrad, fusegrad.compiler, fusegrad.runtime)
+    }
+    rows = []
+    for folder in sorted(folders):
+        for root, dirs, files in os.walk(folder):
+            dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+            for name in sorted(files):
+                if name.endswith((".py", ".so")):
+                    info = os.stat(os.path.join(root, name))
+                    rows.append(
+                        f"{os.path.relpath(os.path.join(root, name), folder)} {info.st_size} {info.st_mtime_ns}"
+                    )
+    return hashlib.sha256("\n".join(rows).encode()).hexdigest()
+
+
+def kernel_key(digest: str, structure, use_blas: bool, opt_level: int) -> str:
+    text = repr((environment(), digest, repr(structure), use_blas, opt_level))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _path(key: str) -> Path:
+    return directory() / f"{key}{SUFFIX}"
+
+
+def load(key: str) -> bytes | None:
+    """The payload stored under `key`, or None (missing, bad, or the cache is off)."""
+    if not enabled():
+        return None
+    try:
+        data = _path(key).read_bytes()
+    except OSError:
+        stats["misses"] += 1
+        return None
+    payload = _check(data, key)
+    if payload is None:
+        stats["bad_entries"] += 1
+        stats["misses"] += 1
+        return None
+    stats["hits"] += 1
+    return payload
+
+
+def _check(data: bytes, key: str) -> bytes | None:
+    if len(data) < _HEADER.size:
+        return None
+    magic, stored_key, length, checksum = _HEADER.unpack_from(data)
+    payload = data[_HEADER.size :]
+    if magic != MAGIC or stored_key != key.encode() or length != len(payload):
+        return None
+    if hashlib.sha256(payload).digest() != checksum:
+        return None
+    return payload
+
+
+def store(key: str, payload: bytes) -> None:
+    """Write the entry atomically; a failure turns the cache off, with one warning."""
+    global _broken
+    if not enabled():
+        return
+    header = _HEADER.pack(
+        MAGIC, key.encode(), len(payload), hashlib.sha256(payload).digest()
+    )
+    folder = directory()
+    temp = None
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        descriptor, temp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=SUFFIX)
+        with os.fdopen(descriptor, "wb") as file:
+            file.write(header)
+            file.write(payload)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temp, _path(key))
+        temp = None
+        stats["stores"] += 1
+    except OSError as exc:
+        with _lock:
+            if _broken is None:
+                _broken = f"{folder}: {exc}"
+                warnings.warn(
+                    f"fusegrad: the kernel cache is off for this process ({_broken})",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+    finally:
+        if temp is not None:
+            try:
+                os.unlink(temp)
+            except OSError:
+                pass

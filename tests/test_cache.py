@@ -1,0 +1,164 @@
+"""The on-disk kernel cache (runtime/cache.py): a new process loads what an earlier one
+compiled, with the same results; bad entries are rebuilt, concurrent writers are safe, and
+a cache that cannot be written never stops compilation. Fresh processes run as subprocesses."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import llvmlite.binding as llvm
+import pytest
+from fusegrad.runtime import cache
+
+SCRIPT = """
+import json, warnings
+import numpy as np
+import fusegrad as fg
+from fusegrad.runtime import cache
+
+warnings.simplefilter("always")
+def loss(w, X, y):
+    return np.sum(np.log1p(np.exp(-y * (X @ w))))
+
+rng = np.random.default_rng(0)
+w, X, y = rng.standard_normal(4), rng.standard_normal((9, 4)), np.sign(rng.standard_normal(9))
+with warnings.catch_warnings(record=True) as caught:
+    value, grad = fg.compile_grad(loss)(w, X, y)
+    hessian = fg.compile_hessian(loss)(w, X, y)[2]
+results = [float(value).hex()] + [float(g).hex() for g in grad] + [float(h).hex() for h in hessian.ravel()]
+print(json.dumps({**cache.stats, "results": results, "warnings": [str(c.message) for c in caught]}))
+"""
+KERNELS = 2  # the script compiles a gradient and a Hessian kernel
+
+
+def run(folder, **env) -> dict:
+    environment = {
+        k: v for k, v in os.environ.items() if not k.startswith("FUSEGRAD_CACHE")
+    }
+    environment["FUSEGRAD_CACHE_DIR"] = str(folder)
+    environment.update(env)
+    completed = subprocess.run(
+        [sys.executable, "-c", SCRIPT],
+        env=environment,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def entries(folder) -> list[Path]:
+    return sorted(Path(folder).glob(f"*{cache.SUFFIX}"))
+
+
+def test_a_warm_process_loads_the_kernels_and_computes_the_same(tmp_path):
+    cold = run(tmp_path)
+    assert (cold["hits"], cold["stores"]) == (0, KERNELS)
+    stamps = [(p, p.stat().st_mtime_ns) for p in entries(tmp_path)]
+    assert len(stamps) == KERNELS
+    warm = run(tmp_path)
+    assert (warm["hits"], warm["misses"], warm["stores"]) == (KERNELS, 0, 0)
+    assert warm["results"] == cold["results"]  # bit for bit
+    assert [
+        (p, p.stat().st_mtime_ns) for p in entries(tmp_path)
+    ] == stamps  # not rewritten
+
+
+def test_cache_off_writes_nothing(tmp_path):
+    stats = run(tmp_path / "kernels", FUSEGRAD_CACHE="0")
+    assert stats["hits"] == stats["stores"] == 0
+    assert not (tmp_path / "kernels").exists()
+
+
+def test_cache_directory_defaults_to_xdg_cache_home(tmp_path, monkeypatch):
+    monkeypatch.delenv("FUSEGRAD_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert cache.directory() == tmp_path / "fusegrad"
+    monkeypatch.setenv("FUSEGRAD_CACHE_DIR", str(tmp_path / "mine"))
+    assert cache.directory() == tmp_path / "mine"
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip a payload byte", "empty"])
+def test_a_bad_entry_is_rebuilt_and_replaced(tmp_path, damage):
+    cold = run(tmp_path)
+    path = entries(tmp_path)[0]
+    data = bytearray(path.read_bytes())
+    if damage == "truncate":
+        data = data[: len(data) // 2]
+    elif damage == "flip a payload byte":
+        data[-100] ^= 0xFF
+    else:
+        data = bytearray()
+    path.write_bytes(bytes(data))
+    repaired = run(tmp_path)
+    assert (repaired["bad_entries"], repaired["stores"], repaired["hits"]) == (
+        1,
+        1,
+        KERNELS - 1,
+    )
+    assert repaired["results"] == cold["results"]
+    warm = run(tmp_path)
+    assert (warm["hits"], warm["bad_entries"]) == (KERNELS, 0)
+
+
+def test_concurrent_processes_fill_an_empty_cache(tmp_path):
+    environment = {
+        k: v for k, v in os.environ.items() if not k.startswith("FUSEGRAD_CACHE")
+    }
+    environment["FUSEGRAD_CACHE_DIR"] = str(tmp_path)
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", SCRIPT],
+            env=environment,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
+    outputs = [
+        json.loads(p.communicate(timeout=120)[0].strip().splitlines()[-1])
+        for p in processes
+    ]
+    assert all(p.returncode == 0 for p in processes)
+    assert len({json.dumps(o["results"]) for o in outputs}) == 1
+    assert len(entries(tmp_path)) == KERNELS
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]
+    warm = run(tmp_path)
+    assert (warm["hits"], warm["bad_entries"]) == (KERNELS, 0)
+
+
+def test_an_unwritable_cache_directory_still_compiles(tmp_path):
+    blocker = tmp_path / "a file"
+    blocker.write_text("")
+    reference = run(tmp_path / "good")
+    stats = run(blocker / "kernels")  # cannot be created: its parent is a file
+    assert stats["results"] == reference["results"]
+    assert stats["stores"] == 0
+    assert len(stats["warnings"]) == 1 and "cache is off" in stats["warnings"][0]
+
+
+def test_the_key_depends_on_version_target_and_kernel(monkeypatch):
+    import fusegrad
+
+    def key(**changes):
+        monkeypatch.setattr(cache, "_environment", None)
+        with monkeypatch.context() as patch:
+            for target, name, value in changes.get("patches", ()):
+                patch.setattr(target, name, value)
+            result = cache.kernel_key("digest", (0, 1), changes.get("blas", True), 2)
+        monkeypatch.setattr(cache, "_environment", None)
+        return result
+
+    base = key()
+    assert key() == base
+    assert key(patches=[(fusegrad, "__version__", "999.0")]) != base
+    assert key(patches=[(llvm, "get_host_cpu_name", lambda: "some-other-cpu")]) != base
+    assert (
+        key(patches=[(llvm, "get_process_triple", lambda: "aarch64-unknown-linux-gnu")])
+        != base
+    )
+    assert key(blas=False) != base
