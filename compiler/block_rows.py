@@ -38,11 +38,13 @@ transcendental or division in the per-row work, or no inner loop) are left alone
 from __future__ import annotations
 
 from . import symbolic
-from .loop_walk import effects_of, rewrite, walk
+from .loop_walk import effects_of, rewrite, rewrite_expr, walk
 from .loopir import (AccInit, AccRef, AccUpdate, Apply, Block, Buffer, Const, DimValue, Load,
                      Loop, Program, Store)
 
 BLOCK = 64
+#: Rows an axpy phase handles per step (see `_unrolled_and_jammed`).
+JAM = 4
 #: Ops worth moving into SIMD lanes: transcendentals and divisions.
 EXPENSIVE_OPS = frozenset({"exp", "log", "log1p", "expm1", "tanh", "logistic", "sin", "cos",
                            "pow", "div", "sqrt", "logaddexp"})
@@ -361,14 +363,60 @@ def _emit(loop: Loop, cut, row, number) -> Loop | Block:
         first = block * BLOCK
         rows = symbolic.dim_min(BLOCK, symbolic.as_dim(loop.extent) - first)
     mapping = {loop.var: symbolic.simplify(first + row)}
-    phases = [
-        Loop(row.name, rows, rewrite(stmts, mapping), "vector" if kind == "scalar" else "serial")
-        for kind, stmts in cut
-    ]
+    phases = []
+    for kind, stmts in cut:
+        inner = _accumulating_loop(stmts, loop.var) if kind == "loop" else None
+        if inner is not None:
+            phases += _unrolled_and_jammed(inner, loop.var, first, rows, row, number)
+        else:
+            phases.append(Loop(row.name, rows, rewrite(stmts, mapping),
+                               "vector" if kind == "scalar" else "serial"))
     if _at_most(loop.extent, BLOCK):
         return Block(phases)
     blocks = symbolic.simplify((symbolic.as_dim(loop.extent) + (BLOCK - 1)) // BLOCK)
     return Loop(f"@b{number}", blocks, phases, loop.kind)
+
+
+def _accumulating_loop(stmts, var: str):
+    """The inner loop when the phase is only `for j: b[k(j)] = b[k(j)] + e(i, j)` with k free
+    of the row variable: an axpy of every row into one partial (a gradient)."""
+    if len(stmts) != 1 or not isinstance(stmts[0], Loop):
+        return None
+    inner = stmts[0]
+    for stmt in inner.body:
+        if not (isinstance(stmt, Store) and _accumulation(stmt) == "add"):
+            return None
+        if var in symbolic.as_dim(stmt.index).symbols():
+            return None
+        if any(load.buffer is stmt.buffer for load in _loads(stmt.value.args[1:])):
+            return None
+    return inner
+
+
+def _unrolled_and_jammed(inner: Loop, var: str, first, rows, row, number) -> list:
+    """for r in rows: for j: b[k] += e(r, j)  →  for q in rows // U: for j: b[k] += (e(U·q, j)
+    + e(U·q + 1, j)) + (…), then the rows left over one at a time: one load and store of
+    b[k] per U rows instead of per row (the store-to-load chain through b bounds an axpy
+    over short rows). The sum's order is fixed by the shapes, as every reduction's."""
+    q = symbolic.Dim.symbol(f"@q{number}")
+    groups = symbolic.simplify(symbolic.as_dim(rows) // JAM)
+    body = []
+    for stmt in inner.body:
+        # the row r = U·q + k: its index in the rows (var) and in the block's locals (row)
+        terms = [rewrite_expr(stmt.value.args[1], {var: symbolic.simplify(first + q * JAM + k),
+                                                   row.name: symbolic.simplify(q * JAM + k)})
+                 for k in range(JAM)]
+        while len(terms) > 1:  # pairwise: (e0 + e1) + (e2 + e3)
+            terms = [Apply("add", tuple(terms[k:k + 2]), stmt.buffer.dtype) if k + 1 < len(terms)
+                     else terms[k] for k in range(0, len(terms), 2)]
+        own = Load(stmt.buffer, stmt.index)
+        body.append(Store(stmt.buffer, stmt.index, Apply("add", (own, terms[0]), stmt.buffer.dtype)))
+    jammed = Loop(q.name, groups, [Loop(inner.var, inner.extent, body, inner.kind)], "serial")
+    done = symbolic.simplify(groups * JAM)
+    rest = {var: symbolic.simplify(first + done + row), row.name: symbolic.simplify(done + row)}
+    left_over = Loop(row.name, symbolic.simplify(symbolic.as_dim(rows) - done),
+                     rewrite([inner], rest), "serial")
+    return [jammed, left_over]
 
 
 def _at_most(extent, bound: int) -> bool:

@@ -158,3 +158,19 @@ def test_blocked_reductions_give_the_same_bits_on_any_thread_count():
         native.set_num_threads(old)
     assert results[0][0] == results[1][0]
     assert np.array_equal(results[0][1], results[1][1])
+
+
+def test_the_gradient_axpy_takes_four_rows_per_step():
+    program = loop_ir(fg.value_and_grad(logistic), np.ones(3), np.ones((4, 3)), np.ones(4))
+    jammed = [s for s in walk(program.body) if isinstance(s, Loop) and s.var.startswith("@q")]
+    assert len(jammed) == 1
+    (axpy,) = jammed[0].body
+    (store,) = axpy.body
+    assert len([load for load in _loads_of(store.value) if load.buffer.name == "X"]) == 4
+
+
+def _loads_of(expr):
+    if isinstance(expr, Load):
+        yield expr
+    for arg in getattr(expr, "args", ()):
+        yield from _loads_of(arg)
