@@ -20,6 +20,7 @@ Each top-level loop of a program is examined:
           acc += P_acc[c];  g[:] += P_g[c, :]
 
   so the result is the same whether one thread or sixteen ran the chunks.
+- a fill (`b[i] = 0`) stays serial: LLVM turns it into a memset;
 - anything else stays serial.
 """
 
@@ -103,6 +104,8 @@ def _loads(exprs):
 
 
 def _parallel_loop(loop: Loop, scratch: list, number: int, rows: set) -> list:
+    if _is_fill(loop):
+        return [loop]  # LLVM makes it a memset: faster to compile and to run than a region
     effects = effects_of([loop])
     inside = {s.acc for s in walk(loop.body) if isinstance(s, AccInit)}
     crossing = effects.acc_updates - inside
@@ -114,6 +117,11 @@ def _parallel_loop(loop: Loop, scratch: list, number: int, rows: set) -> list:
     if not crossing and not reduced:
         return [Loop(loop.var, loop.extent, loop.body, "parallel")]
     return _chunked(loop, sorted(crossing, key=lambda a: a.name), reduced, scratch, number, rows)
+
+
+def _is_fill(loop: Loop) -> bool:
+    """for i: b[i] = constant (the zero fill of a gradient before it accumulates)."""
+    return all(isinstance(s, Store) and isinstance(s.value, Const) for s in loop.body)
 
 
 def _chunked(loop, crossing, reduced, scratch, number, rows):
