@@ -37,8 +37,10 @@ transcendental or division in the per-row work, or no inner loop) are left alone
 
 from __future__ import annotations
 
+import itertools
+
 from . import symbolic
-from .loop_walk import effects_of, rewrite, rewrite_expr, walk
+from .loop_walk import accumulation_op, effects_of, loads_of, rewrite, rewrite_expr, walk
 from .loopir import (AccInit, AccRef, AccUpdate, Apply, Block, Buffer, Const, DimValue, Load,
                      Loop, Program, Store)
 
@@ -48,23 +50,12 @@ JAM = 4
 #: Ops worth moving into SIMD lanes: transcendentals and divisions.
 EXPENSIVE_OPS = frozenset({"exp", "log", "log1p", "expm1", "tanh", "logistic", "sin", "cos",
                            "pow", "div", "sqrt", "logaddexp"})
-_COMBINE_OPS = frozenset({"add", "maximum", "minimum"})
 
 
 def block_rows(program: Program) -> Program:
-    namer = _Namer()
-    body = _blocked_statements(program.body, namer)
+    body = _blocked_statements(program.body, itertools.count())
     return Program(program.name, program.dims, program.inputs, program.outputs,
                    program.scratch, body)
-
-
-class _Namer:
-    def __init__(self):
-        self.count = 0
-
-    def next(self) -> int:
-        self.count += 1
-        return self.count - 1
 
 
 def _blocked_statements(stmts, namer) -> list:
@@ -112,18 +103,6 @@ def _mentions(monomial, names: set) -> bool:
     return any(names & set(symbolic.Dim({(atom,): 1}).symbols()) for atom in monomial)
 
 
-def _accumulation(stmt: Store):
-    """The combining op when `stmt` is b[k] = op(b[k], …), else None."""
-    value = stmt.value
-    if not (isinstance(value, Apply) and value.op in _COMBINE_OPS):
-        return None
-    first = value.args[0]
-    if isinstance(first, Load) and first.buffer is stmt.buffer and symbolic.dims_equal(
-            first.index, stmt.index):
-        return value.op
-    return None
-
-
 def _is_legal(loop: Loop) -> bool:
     var = loop.var
     inner_vars = {s.var for s in walk(loop.body) if isinstance(s, Loop)}
@@ -139,11 +118,11 @@ def _is_legal(loop: Loop) -> bool:
         if value is None:
             continue
         if isinstance(stmt, Store) and stmt.buffer in accumulated:
-            if _accumulation(stmt) is None:
+            if accumulation_op(stmt) is None:
                 return False
-            accesses = list(_loads(value.args[1:]))  # all but its own b[k]
+            accesses = list(loads_of(value.args[1:]))  # all but its own b[k]
         else:
-            accesses = list(_loads([value])) + ([stmt] if isinstance(stmt, Store) else [])
+            accesses = list(loads_of([value])) + ([stmt] if isinstance(stmt, Store) else [])
         for access in accesses:
             if access.buffer in accumulated:
                 return False  # a reduced buffer read by more than its own accumulation
@@ -153,14 +132,6 @@ def _is_legal(loop: Loop) -> bool:
                     return False
                 bases.setdefault(access.buffer, set()).add(base)
     return all(len(found) == 1 for found in bases.values())
-
-
-def _loads(exprs):
-    for expr in exprs:
-        if isinstance(expr, Load):
-            yield expr
-        elif isinstance(expr, Apply):
-            yield from _loads(expr.args)
 
 
 def _is_expensive(expr) -> bool:
@@ -200,7 +171,7 @@ class _Phases:
 def _blocked_loop(loop: Loop, namer) -> Loop | None:
     if not _has_shape(loop) or not _is_legal(loop):
         return None
-    number = namer.next()
+    number = next(namer)
     row = symbolic.Dim.symbol(f"@r{number}")
     locals_: list[Buffer] = []
 
@@ -384,11 +355,11 @@ def _accumulating_loop(stmts, var: str):
         return None
     inner = stmts[0]
     for stmt in inner.body:
-        if not (isinstance(stmt, Store) and _accumulation(stmt) == "add"):
+        if not (isinstance(stmt, Store) and accumulation_op(stmt) == "add"):
             return None
         if var in symbolic.as_dim(stmt.index).symbols():
             return None
-        if any(load.buffer is stmt.buffer for load in _loads(stmt.value.args[1:])):
+        if any(load.buffer is stmt.buffer for load in loads_of(stmt.value.args[1:])):
             return None
     return inner
 

@@ -83,11 +83,32 @@ def walk(stmts):
 
 
 def loads_in(expr):
-    if isinstance(expr, Load):
-        yield expr
-    elif isinstance(expr, Apply):
-        for arg in expr.args:
-            yield from loads_in(arg)
+    return loads_of([expr])
+
+
+def loads_of(exprs):
+    """Every Load in the expressions, in order."""
+    for expr in exprs:
+        if isinstance(expr, Load):
+            yield expr
+        elif isinstance(expr, Apply):
+            yield from loads_of(expr.args)
+
+
+#: Ops a store may accumulate with across loop iterations, b[k] = op(b[k], …).
+ACCUMULATING_OPS = frozenset({"add", "maximum", "minimum"})
+
+
+def accumulation_op(stmt: Store) -> str | None:
+    """The op when `stmt` is b[k] = op(b[k], …) with op in ACCUMULATING_OPS, else None."""
+    value = stmt.value
+    if not (isinstance(value, Apply) and value.op in ACCUMULATING_OPS):
+        return None
+    first = value.args[0]
+    if isinstance(first, Load) and first.buffer is stmt.buffer and symbolic.dims_equal(
+            first.index, stmt.index):
+        return value.op
+    return None
 
 
 # -- rewriting ------------------------------------------------------------------------------

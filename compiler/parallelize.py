@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from . import symbolic
 from .fuse_loops import _in_row
-from .loop_walk import effects_of, rewrite, walk
+from .loop_walk import accumulation_op, effects_of, loads_of, rewrite, walk
 from .loopir import (AccInit, Accumulator, AccRef, AccUpdate, Apply, Buffer, Const, Load, Loop,
                      Program, Store, loop_var)
 
@@ -61,7 +61,7 @@ def _row_private_buffers(loop: Loop, scratch: set, rest) -> set:
     for stmt in walk(loop.body):
         accesses = [stmt] if isinstance(stmt, Store) else []
         value = getattr(stmt, "value", None)
-        accesses += list(_loads([value])) if value is not None else []
+        accesses += list(loads_of([value])) if value is not None else []
         for access in accesses:
             if access.buffer in candidates and not _in_row(access.index, access.buffer, loop):
                 candidates.discard(access.buffer)
@@ -75,13 +75,8 @@ def _accumulated_buffers(loop: Loop):
     for stmt in walk(loop.body):
         if not isinstance(stmt, Store) or _in_row(stmt.index, stmt.buffer, loop):
             continue
-        value = stmt.value
-        op = value.op if isinstance(value, Apply) and value.op in _COMBINE_OPS else None
-        first = value.args[0] if op else None
-        if not (isinstance(first, Load) and first.buffer is stmt.buffer
-                and symbolic.dims_equal(first.index, stmt.index)):
-            return None
-        if reduced.setdefault(stmt.buffer, op) != op:
+        op = accumulation_op(stmt)
+        if op is None or reduced.setdefault(stmt.buffer, op) != op:
             return None
     # A reduced buffer may only be read by its own accumulation.
     for stmt in walk(loop.body):
@@ -89,18 +84,10 @@ def _accumulated_buffers(loop: Loop):
         if value is None:
             continue
         own = isinstance(stmt, Store) and stmt.buffer in reduced
-        for load in _loads(value.args[1:] if own else [value]):
+        for load in loads_of(value.args[1:] if own else [value]):
             if load.buffer in reduced:
                 return None
     return reduced
-
-
-def _loads(exprs):
-    for expr in exprs:
-        if isinstance(expr, Load):
-            yield expr
-        elif isinstance(expr, Apply):
-            yield from _loads(expr.args)
 
 
 def _parallel_loop(loop: Loop, scratch: list, number: int, rows: set) -> list:
