@@ -15,7 +15,7 @@ import functools
 import inspect
 import itertools
 
-from .compiler import autodiff, shapes, symbolic
+from .compiler import autodiff, forward, shapes, symbolic
 from .compiler import build as B
 from .compiler.batching import batch, move_axis, with_batch_axis
 from .compiler.errors import FusegradError, TraceError
@@ -26,9 +26,6 @@ from .compiler.tracer import Tracer, to_node, wrap
 from .transforms import _name, parameter_names, resolve_wrt
 
 _placeholder_ids = itertools.count()
-#: How the Hessian differentiates the gradient (the batched Jacobian of ∇f): "forward"
-#: (jvps of the gradient along the basis: forward over reverse) or "reverse".
-HESSIAN_MODE = "forward"
 
 
 def _compile_and_call(fn, args):
@@ -151,8 +148,6 @@ def _forward_jacobian(out: Node, x: Node, symmetric: bool = False) -> Node:
     """∂out/∂x, shape out.shape + x.shape: column c is the jvp along basis tangent e_c.
     `symmetric`: the Jacobian is known to equal its transpose (a Hessian: the Jacobian
     of a gradient), so the batch of columns is returned as it is, as rows."""
-    from .compiler import forward
-
     basis, count = _basis(x.shape, x.dtype)
     tangent = _placeholder(x.dtype, x.shape)
     (columns,) = forward.jvp([out], [x], [tangent])
@@ -168,14 +163,6 @@ def _forward_jacobian(out: Node, x: Node, symmetric: bool = False) -> Node:
     return B.reshape(moved, tuple(out.shape) + tuple(x.shape))
 
 
-def _has_forward_mode() -> bool:
-    try:
-        from .compiler import forward  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def _jacobian_node(out: Node, x: Node, mode: str) -> Node:
     if mode == "auto":
         n_out = symbolic.simplify(symbolic.product(out.shape))
@@ -184,7 +171,7 @@ def _jacobian_node(out: Node, x: Node, mode: str) -> Node:
             mode = "reverse" if n_out <= n_in else "forward"
         else:
             mode = "reverse" if out.ndim <= x.ndim else "forward"
-    if mode == "forward" and _has_forward_mode():
+    if mode == "forward":
         return _forward_jacobian(out, x)
     if mode not in ("forward", "reverse"):
         raise FusegradError(f"jacobian: mode must be 'auto', 'forward' or 'reverse', got {mode!r}")
@@ -224,7 +211,8 @@ def jacobian(fn=None, wrt=0, mode: str = "auto"):
 
 def _value_grad_hessian(fn, args, position: int):
     """(f, ∇f, ∇²f) nodes of a scalar f at args: the Hessian is the forward-mode
-    Jacobian of the gradient (reverse mode when there is no forward mode)."""
+    Jacobian of the gradient (forward over reverse); H is symmetric, so its batch of
+    columns is returned as rows."""
     value = _as_node(fn(*args), fn)
     if value.shape != ():
         raise TraceError(f"{getattr(fn, '__name__', fn)} must return a scalar for a Hessian, "
@@ -232,9 +220,7 @@ def _value_grad_hessian(fn, args, position: int):
     (x,) = _targets(args, (position,), "hessian")
     # Simplified first: the Hessian differentiates σ(u), not the rule-by-rule eᵘ/(eᵘ+1).
     (gradient,) = simplify_nodes(autodiff.grad(value, [x]))
-    if HESSIAN_MODE == "forward":  # forward over reverse; H is symmetric
-        return value, gradient, _forward_jacobian(gradient, x, symmetric=True)
-    return value, gradient, _reverse_jacobian(gradient, x)
+    return value, gradient, _forward_jacobian(gradient, x, symmetric=True)
 
 
 def hessian(fn=None, wrt=0):
