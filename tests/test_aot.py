@@ -498,3 +498,20 @@ def test_the_command_line_runs_as_a_module(tmp_path):
         "int twice(int64_t n, const float *x, float *out);"
         in (tmp_path / "out" / "cli.h").read_text()
     )
+
+
+def test_the_c_runtime_sources_are_shipped_in_the_package():
+    # A wheel holds only what pyproject.toml maps into the package: the AOT build
+    # compiles csrc/ from fusegrad/csrc/ when installed without a checkout.
+    tomllib = pytest.importorskip("tomllib")  # Python ≥ 3.11
+
+    from fusegrad.aot import link
+
+    project = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())
+    setuptools = project["tool"]["setuptools"]
+    assert "fusegrad.csrc" in setuptools["packages"]
+    assert setuptools["package-dir"]["fusegrad.csrc"] == "csrc"
+    patterns = setuptools["package-data"]["fusegrad.csrc"]
+    for name in (*link.RUNTIME_SOURCES, link.RUNTIME_HEADER):
+        assert any(Path(name).match(pattern) for pattern in patterns), name
+        assert (link.csrc_dir() / name).is_file()
