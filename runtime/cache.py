@@ -77,12 +77,13 @@ def environment() -> str:
 
         import fusegrad
 
+        from . import jit
+
         parts = (
             fusegrad.__version__,
             llvm.llvm_version_info,
             llvm.get_process_triple(),
-            llvm.get_host_cpu_name(),
-            llvm.get_host_cpu_features().flatten(),
+            *jit.host_cpu(),
             _source_fingerprint(),
         )
         _environment = repr(parts)

@@ -19,6 +19,7 @@ only when something else of it is read.
 
 from __future__ import annotations
 
+import functools
 import os
 import pickle
 import threading
@@ -60,13 +61,24 @@ class Kernel:
             packed_address = self.jit._engine.get_function_address(
                 packed_name(self.program)
             )
+        self.binder = native_binder(self, packed_address)
+
+    # The Python caller is built at its first use: most calls go through the C binder,
+    # and cffi parses a new signature with pycparser (2–3 ms of a warm first call).
+    @functools.cached_property
+    def c_signature(self) -> str:
         c_args = ["int64_t"] * len(self.program.dims) + [
             _C_TYPES[b.dtype] for b in self.program.inputs + self.program.outputs
         ]
-        self.c_signature = f"int(*)({', '.join(c_args) or 'void'})"
-        self.entry = _ffi.cast(self.c_signature, self.jit.address)
-        self.call_arrays = make_caller(self)
-        self.binder = native_binder(self, packed_address)
+        return f"int(*)({', '.join(c_args) or 'void'})"
+
+    @functools.cached_property
+    def entry(self):
+        return _ffi.cast(self.c_signature, self.jit.address)
+
+    @functools.cached_property
+    def call_arrays(self):
+        return make_caller(self)
 
     def _compile(self, key: str | None):
         """Run the pipeline and LLVM; store the object code and the program's signature."""

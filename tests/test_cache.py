@@ -10,7 +10,7 @@ from pathlib import Path
 
 import llvmlite.binding as llvm
 import pytest
-from fusegrad.runtime import cache
+from fusegrad.runtime import cache, jit
 
 SCRIPT = """
 import json, warnings
@@ -156,7 +156,8 @@ def test_the_key_depends_on_version_target_and_kernel(monkeypatch):
     base = key()
     assert key() == base
     assert key(patches=[(fusegrad, "__version__", "999.0")]) != base
-    assert key(patches=[(llvm, "get_host_cpu_name", lambda: "some-other-cpu")]) != base
+    other_cpu = lambda: ("some-other-cpu", "+avx2")  # noqa: E731
+    assert key(patches=[(jit, "host_cpu", other_cpu)]) != base
     assert (
         key(patches=[(llvm, "get_process_triple", lambda: "aarch64-unknown-linux-gnu")])
         != base

@@ -54,7 +54,7 @@ class Target:
             llvm.initialize_native_asmprinter()
             triple = llvm.get_process_triple()
             if TARGET_CPUS[choice] is None:
-                cpu, features = llvm.get_host_cpu_name(), llvm.get_host_cpu_features().flatten()
+                cpu, features = jit.host_cpu()
             else:
                 cpu, features = TARGET_CPUS[choice]
         if TARGET_CPUS[choice] is not None and not triple.startswith("x86_64"):
