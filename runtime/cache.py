@@ -18,6 +18,12 @@ A short, long or altered file fails the check, counts as a miss and is replaced 
 next store. Where: `FUSEGRAD_CACHE_DIR`, else `$XDG_CACHE_HOME/fusegrad`, else
 `~/.cache/fusegrad`; `FUSEGRAD_CACHE=0` turns the cache off. A folder that cannot be
 written turns it off for the process, with one warning.
+
+Size: the folder is kept under `FUSEGRAD_CACHE_MAX_MB` (default 512) by evicting the
+least recently used entries after a store (a hit refreshes an entry's modification
+time), down to 3/4 of the limit so that evictions are rare. Entries of an older
+checkout or version are never read again and age out this way; temp files a killed
+process left behind are removed after an hour.
 """
 
 from __future__ import annotations
@@ -27,15 +33,18 @@ import os
 import struct
 import tempfile
 import threading
+import time
 import warnings
 from pathlib import Path
 
 MAGIC = b"FGKERN01"
+DEFAULT_MAX_MB = 512
+_STALE_TEMP_S = 3600.0
 _HEADER = struct.Struct("<8s64sQ32s")
 SUFFIX = ".kernel"
 
 #: What this process did with the cache (for tests and benchmarks).
-stats = {"hits": 0, "misses": 0, "stores": 0, "bad_entries": 0}
+stats = {"hits": 0, "misses": 0, "stores": 0, "bad_entries": 0, "evicted": 0}
 
 _lock = threading.Lock()
 _broken: str | None = None  # why writing failed; the cache is off for the process
@@ -137,7 +146,76 @@ def load(key: str) -> bytes | None:
         stats["misses"] += 1
         return None
     stats["hits"] += 1
+    _touch(_path(key))
     return payload
+
+
+def _touch(path: Path) -> None:
+    """Mark an entry as just used (eviction removes the least recently used first)."""
+    try:
+        os.utime(path)
+    except OSError:  # read-only folder, or evicted by another process meanwhile
+        pass
+
+
+def max_bytes() -> int:
+    """The size limit of the folder, from `FUSEGRAD_CACHE_MAX_MB`."""
+    configured = os.environ.get("FUSEGRAD_CACHE_MAX_MB", "")
+    try:
+        megabytes = float(configured) if configured else DEFAULT_MAX_MB
+    except ValueError:
+        warnings.warn(
+            f"fusegrad: FUSEGRAD_CACHE_MAX_MB={configured!r} is not a number; "
+            f"using {DEFAULT_MAX_MB}",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        megabytes = DEFAULT_MAX_MB
+    return max(0, int(megabytes * 2**20))
+
+
+def evict(folder: Path | None = None, limit: int | None = None) -> int:
+    """Remove least recently used entries until the folder holds at most 3/4 of `limit`
+    bytes (if it holds more than `limit`), and stale temp files; the number removed.
+
+    Safe with concurrent processes: an entry removed under a reader is a miss there."""
+    folder = directory() if folder is None else folder
+    limit = max_bytes() if limit is None else limit
+    entries, total, removed = [], 0, 0
+    now = time.time()
+    try:
+        scan = list(os.scandir(folder))
+    except OSError:
+        return 0
+    for item in scan:
+        try:
+            info = item.stat()
+        except OSError:
+            continue
+        if item.name.startswith(".tmp-"):
+            if now - info.st_mtime > _STALE_TEMP_S:
+                removed += _remove(item.path)
+        elif item.name.endswith(SUFFIX):
+            entries.append((info.st_mtime_ns, info.st_size, item.path))
+            total += info.st_size
+    if total <= limit:
+        return removed
+    for _, size, path in sorted(entries):  # oldest first
+        if total <= limit * 3 // 4:
+            break
+        if _remove(path):
+            removed += 1
+            stats["evicted"] += 1
+        total -= size
+    return removed
+
+
+def _remove(path: str) -> int:
+    try:
+        os.unlink(path)
+        return 1
+    except OSError:
+        return 0
 
 
 def _check(data: bytes, key: str) -> bytes | None:
@@ -173,6 +251,7 @@ def store(key: str, payload: bytes) -> None:
         os.replace(temp, _path(key))
         temp = None
         stats["stores"] += 1
+        evict(folder)
     except OSError as exc:
         with _lock:
             if _broken is None:

@@ -58,14 +58,13 @@ def entries(folder) -> list[Path]:
 def test_a_warm_process_loads_the_kernels_and_computes_the_same(tmp_path):
     cold = run(tmp_path)
     assert (cold["hits"], cold["stores"]) == (0, KERNELS)
-    stamps = [(p, p.stat().st_mtime_ns) for p in entries(tmp_path)]
+    # a store replaces the file (a new inode); a hit only refreshes its modification time
+    stamps = [(p, p.stat().st_ino) for p in entries(tmp_path)]
     assert len(stamps) == KERNELS
     warm = run(tmp_path)
     assert (warm["hits"], warm["misses"], warm["stores"]) == (KERNELS, 0, 0)
     assert warm["results"] == cold["results"]  # bit for bit
-    assert [
-        (p, p.stat().st_mtime_ns) for p in entries(tmp_path)
-    ] == stamps  # not rewritten
+    assert [(p, p.stat().st_ino) for p in entries(tmp_path)] == stamps  # not rewritten
 
 
 def test_cache_off_writes_nothing(tmp_path):
@@ -163,3 +162,67 @@ def test_the_key_depends_on_version_target_and_kernel(monkeypatch):
         != base
     )
     assert key(blas=False) != base
+
+
+def _fill(folder: Path, sizes_and_ages) -> list[Path]:
+    """Entries of the given sizes, the first the least recently used."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for number, (size, age_s) in enumerate(sizes_and_ages):
+        path = folder / f"{number:064x}{cache.SUFFIX}"
+        path.write_bytes(b"x" * size)
+        stamp = 1_700_000_000 - age_s
+        os.utime(path, (stamp, stamp))
+        paths.append(path)
+    return paths
+
+
+def test_eviction_removes_the_least_recently_used_down_to_three_quarters(tmp_path):
+    paths = _fill(tmp_path, [(100, 50), (100, 40), (100, 30), (100, 20), (100, 10)])
+    assert cache.evict(tmp_path, limit=500) == 0  # at the limit: nothing to do
+    assert cache.evict(tmp_path, limit=400) == 2  # 500 > 400: down to ≤ 300
+    assert [p.exists() for p in paths] == [False, False, True, True, True]
+
+
+def test_a_hit_makes_an_entry_recent(tmp_path, monkeypatch):
+    monkeypatch.setenv("FUSEGRAD_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(cache, "_broken", None)
+    monkeypatch.setenv("FUSEGRAD_CACHE", "1")
+    old, new = "a" * 64, "b" * 64
+    cache.store(old, b"old payload")
+    cache.store(new, b"new payload")
+    for key, age_s in ((old, 20), (new, 10)):
+        stamp = 1_700_000_000 - age_s
+        os.utime(tmp_path / f"{key}{cache.SUFFIX}", (stamp, stamp))
+    assert cache.load(old) == b"old payload"  # now the most recent
+    size = (tmp_path / f"{old}{cache.SUFFIX}").stat().st_size
+    cache.evict(tmp_path, limit=size * 3 // 2)  # room for one entry
+    assert (tmp_path / f"{old}{cache.SUFFIX}").exists()
+    assert not (tmp_path / f"{new}{cache.SUFFIX}").exists()
+
+
+def test_a_store_keeps_the_folder_under_the_limit(tmp_path, monkeypatch):
+    monkeypatch.setenv("FUSEGRAD_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(cache, "_broken", None)
+    monkeypatch.setenv("FUSEGRAD_CACHE", "1")
+    monkeypatch.setenv("FUSEGRAD_CACHE_MAX_MB", str(4000 / 2**20))  # 4000 bytes
+    for number in range(10):
+        cache.store(f"{number:064x}", bytes(1000))
+    total = sum(p.stat().st_size for p in entries(tmp_path))
+    assert 0 < total <= 4000
+    assert (tmp_path / f"{9:064x}{cache.SUFFIX}").exists()  # the newest stays
+
+
+def test_stale_temp_files_are_removed_fresh_ones_kept(tmp_path):
+    stale, fresh = tmp_path / ".tmp-stale.kernel", tmp_path / ".tmp-fresh.kernel"
+    stale.write_bytes(b"half")
+    fresh.write_bytes(b"half")
+    os.utime(stale, (1_000_000_000, 1_000_000_000))
+    assert cache.evict(tmp_path, limit=10**9) == 1
+    assert not stale.exists() and fresh.exists()
+
+
+def test_a_bad_size_limit_warns_and_uses_the_default(monkeypatch):
+    monkeypatch.setenv("FUSEGRAD_CACHE_MAX_MB", "lots")
+    with pytest.warns(RuntimeWarning, match="FUSEGRAD_CACHE_MAX_MB"):
+        assert cache.max_bytes() == cache.DEFAULT_MAX_MB * 2**20
