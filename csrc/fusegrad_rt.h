@@ -32,7 +32,10 @@ extern "C" {
  * with fg_free. */
 void *fg_alloc(int64_t nbytes);
 
-/* Release a block from fg_alloc. fg_free(NULL) does nothing. */
+/* Release a block from fg_alloc. fg_free(NULL) does nothing. In the JIT build
+ * a thread keeps a few large blocks (>= 4 MiB, 256 MiB in all) for its next
+ * fg_alloc instead of returning them to the system; AOT libraries (built with
+ * FG_NO_BLOCK_CACHE) free every block. */
 void fg_free(void *p);
 
 /* Static, human-readable message for a status code (never NULL). */

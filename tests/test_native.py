@@ -186,3 +186,77 @@ def test_second_derivative_kernel_matches_reference():
     # d²/dx² of tanh(x)·x is diagonal: 2 sech²x − 2 x tanh x sech²x
     sech2 = 1 - np.tanh(x) ** 2
     np.testing.assert_allclose(outer(x, v), v * (2 * sech2 - 2 * x * np.tanh(x) * sech2), rtol=1e-12)
+
+
+# -- fg_alloc's per-thread cache of large blocks --------------------------------------------
+MiB = 1 << 20
+
+
+def _address(lib, ffi, block) -> int:
+    return int(ffi.cast("uintptr_t", block))
+
+
+def test_a_freed_large_block_serves_the_next_request_of_its_thread():
+    from fusegrad.runtime import native
+
+    lib, ffi = native.lib, native.ffi
+    first = lib.fg_alloc(5 * MiB)
+    address = _address(lib, ffi, first)
+    lib.fg_free(first)
+    again = lib.fg_alloc(5 * MiB - 4096)  # a little smaller: the same block
+    assert _address(lib, ffi, again) == address
+    lib.fg_free(again)
+    bigger = lib.fg_alloc(11 * MiB)  # more than the block holds: a new one
+    assert _address(lib, ffi, bigger) != address
+    lib.fg_free(bigger)
+    small = lib.fg_alloc(1 * MiB)  # below the large-block size: never from the cache
+    assert _address(lib, ffi, small) not in (address,)
+    lib.fg_free(small)
+
+
+def test_the_cache_keeps_at_most_four_blocks_the_most_recent():
+    from fusegrad.runtime import native
+
+    lib, ffi = native.lib, native.ffi
+    blocks = [lib.fg_alloc((6 + k) * MiB) for k in range(6)]
+    addresses = [_address(lib, ffi, b) for b in blocks]
+    for block in blocks:
+        lib.fg_free(block)  # the last four freed stay
+    taken = [lib.fg_alloc((6 + k) * MiB) for k in range(6)]
+    reused = {_address(lib, ffi, b) for b in taken} & set(addresses)
+    assert reused <= set(addresses[2:]) and len(reused) >= 3
+    for block in taken:
+        lib.fg_free(block)
+
+
+def test_repeated_calls_with_large_scratch_do_not_fault_its_pages_in_again():
+    import resource
+
+    import fusegrad as fg
+
+    rng = np.random.default_rng(0)
+    X, y, w = rng.standard_normal((10_000, 64)), np.sign(rng.standard_normal(10_000)), np.zeros(64)
+    hessian = fg.compile_hessian(lambda w, X, y: np.sum(np.log1p(np.exp(-y * (X @ w)))))
+    for _ in range(3):
+        hessian(w, X, y)  # its 5 MB scratch: X scaled by rows
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(20):
+        hessian(w, X, y)
+    per_call = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 20
+    assert per_call < 30  # 230 when each call's scratch came fresh from the system
+
+
+def test_kernels_with_large_scratch_give_the_same_results_on_many_threads():
+    import concurrent.futures
+
+    import fusegrad as fg
+
+    rng = np.random.default_rng(1)
+    X, y = rng.standard_normal((10_000, 64)), np.sign(rng.standard_normal(10_000))
+    hessian = fg.compile_hessian(lambda w, X, y: np.sum(np.log1p(np.exp(-y * (X @ w)))))
+    points = [0.01 * rng.standard_normal(64) for _ in range(8)]
+    expected = [hessian(w, X, y)[2] for w in points]
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda w: hessian(w, X, y)[2], points * 3))
+    for k, result in enumerate(results):
+        np.testing.assert_array_equal(result, expected[k % len(points)])

@@ -24,7 +24,8 @@ from .collect import BuildError
 
 RUNTIME_SOURCES = ("fusegrad_rt.c", "fusegrad_pool.c")
 RUNTIME_HEADER = "fusegrad_rt.h"
-C_FLAGS = ("-std=c99", "-O2", "-fPIC", "-pthread", "-fvisibility=hidden")
+# FG_NO_BLOCK_CACHE: an AOT library keeps no state between calls (csrc/fusegrad_rt.c)
+C_FLAGS = ("-std=c99", "-O2", "-fPIC", "-pthread", "-fvisibility=hidden", "-DFG_NO_BLOCK_CACHE")
 SYSTEM_LIBS = ("-lm", "-pthread")
 
 
