@@ -22,8 +22,13 @@ from .transforms import parameter_names, value_and_grad
 _FLOAT_KINDS = "f"
 
 
+TARGETS = ("cpu", "cuda")
+
+
 class CompiledFunction:
     """A Python function over arrays, compiled to native code on first use."""
+
+    target = "cpu"  # runtime/cuda/function.py: the subclass for target="cuda"
 
     def __init__(self, fn, name: str | None = None):
         self.fn = fn
@@ -136,6 +141,13 @@ class CompiledFunction:
             labels = [name] if len(function.outputs) == 1 else []
         return explain(simplify(function), labels, latex=latex)
 
+    def cuda_source(self, *args) -> str:
+        """The CUDA C that `target="cuda"` generates for arguments like `args` (one
+        translation unit; rendering it needs no GPU)."""
+        from .runtime.cuda.launcher import build_cuda_kernel
+
+        return build_cuda_kernel(*self.trace(*args)).source
+
     @property
     def cache_size(self) -> int:
         """Number of compiled specializations (dtypes, ranks, size-1 dims)."""
@@ -236,24 +248,38 @@ def _arg_spec(name: str, array: np.ndarray, annotation: ArrayType | None) -> Arg
     return ArgSpec(name, array.dtype.name, tuple(dims), tuple(named))
 
 
-def compile(fn=None, *, name: str | None = None):
-    """Compile a traceable function returning an array or a tuple of arrays."""
+def compile(fn=None, *, name: str | None = None, target: str = "cpu"):
+    """Compile a traceable function returning an array or a tuple of arrays.
+
+    `target`: "cpu" (native code for this machine) or "cuda" (CUDA C compiled with
+    NVRTC for the GPU; see runtime/cuda/)."""
+    if target not in TARGETS:
+        raise FusegradError(f"target must be one of {TARGETS}, got {target!r}")
     if fn is None:
-        return functools.partial(compile, name=name)
+        return functools.partial(compile, name=name, target=target)
     if isinstance(fn, CompiledFunction):
-        return fn
-    compiled = CompiledFunction(fn, name=name)
+        if fn.target == target:
+            return fn
+        fn = fn.fn
+    cls = CompiledFunction
+    if target == "cuda":
+        from .runtime.cuda.function import CudaCompiledFunction as cls
+    compiled = cls(fn, name=name)
     functools.update_wrapper(compiled, fn, updated=())
     return compiled
 
 
-def compile_grad(fn=None, *, wrt=0):
+def compile_grad(fn=None, *, wrt=0, target: str = "cpu"):
     """Compile `f` into a kernel returning `(value, gradient)`.
 
     `wrt` names the parameter(s) to differentiate by name or position; a single
     one gives `(value, grad)`, a tuple gives `(value, (grad_1, grad_2, ...))`.
-    `compile_grad(f, wrt) == compile(value_and_grad(f, wrt))`.
+    `compile_grad(f, wrt) == compile(value_and_grad(f, wrt))`; `target` as in `compile`.
     """
+    if target not in TARGETS:
+        raise FusegradError(f"target must be one of {TARGETS}, got {target!r}")
     if fn is None:
-        return functools.partial(compile_grad, wrt=wrt)
-    return compile(value_and_grad(fn, wrt=wrt), name=getattr(fn, "__name__", None))
+        return functools.partial(compile_grad, wrt=wrt, target=target)
+    return compile(
+        value_and_grad(fn, wrt=wrt), name=getattr(fn, "__name__", None), target=target
+    )
