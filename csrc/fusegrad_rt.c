@@ -136,6 +136,19 @@ static int keep_cached(void *p)
 }
 #endif /* FG_BLOCK_CACHE */
 
+int64_t fg_release_blocks(void)
+{
+    int64_t freed = 0;
+#ifdef FG_BLOCK_CACHE
+    struct fg_block_cache *cache = thread_cache(0);
+    while (cache != NULL && cache->count > 0) {
+        freed += (int64_t)cache->size[0];
+        free(remove_entry(cache, 0));
+    }
+#endif
+    return freed;
+}
+
 void *fg_alloc(int64_t nbytes)
 {
     void *p = NULL;

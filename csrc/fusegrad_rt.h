@@ -38,6 +38,10 @@ void *fg_alloc(int64_t nbytes);
  * FG_NO_BLOCK_CACHE) free every block. */
 void fg_free(void *p);
 
+/* Free the large blocks the calling thread keeps; the number of bytes freed
+ * (always 0 without the block cache). */
+int64_t fg_release_blocks(void);
+
 /* Static, human-readable message for a status code (never NULL). */
 const char *fg_strerror(int status);
 

@@ -24,6 +24,7 @@ CDEF = """
 
 void *fg_alloc(int64_t nbytes);
 void fg_free(void *p);
+int64_t fg_release_blocks(void);
 const char *fg_strerror(int status);
 int fg_runtime_abi_version(void);
 

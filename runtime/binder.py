@@ -36,6 +36,7 @@ import numpy as np
 from ..compiler.binding import bind_dims
 from ..compiler.symbolic import Dim
 from . import _binder
+from .native import symbol_addresses
 
 
 def python_dim(dim, names: dict[str, str]) -> str:
@@ -136,8 +137,10 @@ def native_binder(kernel, packed_address: int):
         return None
     params, outputs, checks, entry_dims = layout
     structure = kernel.tree.structure
+    runtime = symbol_addresses()  # large outputs come from fg_alloc (its block cache)
     return _binder.Binder(
-        packed_address, params, outputs, checks, entry_dims, structure, kernel.fail, kernel.jit
+        packed_address, params, outputs, checks, entry_dims, structure, kernel.fail, kernel.jit,
+        alloc_address=runtime["fg_alloc"], free_address=runtime["fg_free"],
     )
 
 

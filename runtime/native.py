@@ -22,6 +22,7 @@ __all__ = [
     "ffi",
     "get_num_threads",
     "lib",
+    "release_memory",
     "set_num_threads",
     "strerror",
     "symbol_addresses",
@@ -68,3 +69,14 @@ def set_num_threads(n: int) -> None:
 def get_num_threads() -> int:
     """Threads that parallel loops may use (``fg_get_num_threads``)."""
     return int(lib.fg_get_num_threads())
+
+
+def release_memory() -> int:
+    """Free the large blocks (scratch buffers, outputs ≥ 4 MiB) this thread keeps for
+    its next kernel call (``fg_release_blocks``); the number of bytes freed.
+
+    Each thread keeps up to 4 such blocks, 256 MiB in all, so that a kernel called in
+    a loop does not take fresh memory from the system (and page-fault it in) on every
+    call; a thread's blocks are also freed when it exits.
+    """
+    return int(lib.fg_release_blocks())
