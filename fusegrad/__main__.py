@@ -2,9 +2,12 @@
 
     python -m fusegrad build model.py -o out [--name NAME]
         [--target-cpu native|x86-64-v3|x86-64] [--no-blas]
+        [--target cpu|cuda] [--cuda-arch sm_80,sm_90]
 
 builds every annotated compiled function of model.py into out/lib<NAME>.so,
-out/lib<NAME>.a, out/<NAME>.h and out/<NAME>.pc (see fusegrad/aot/build.py).
+out/lib<NAME>.a, out/<NAME>.h and out/<NAME>.pc (see fusegrad/aot/build.py); with
+--target cuda, into CUDA C (out/<NAME>_<function>.cu), a host launcher with the kernels
+embedded (out/<NAME>_cuda.c) and out/<NAME>.h (see fusegrad/aot/cuda.py).
 A build that cannot go on prints one line that says what to do and exits with 2.
 """
 
@@ -43,6 +46,19 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="matrix products as generated loops: the library needs only libc, libm, pthreads",
     )
+    build.add_argument(
+        "--target",
+        default="cpu",
+        choices=["cpu", "cuda"],
+        help="cpu: a native library (default); cuda: CUDA C, a host launcher and a header",
+    )
+    build.add_argument(
+        "--cuda-arch",
+        default="sm_80,sm_90",
+        metavar="ARCHS",
+        help="with --target cuda: the GPU archs to embed CUBINs for, comma-separated "
+        "(default sm_80,sm_90; the PTX of the first is embedded too)",
+    )
     return parser
 
 
@@ -51,6 +67,11 @@ def main(argv=None) -> int:
     from .aot import build_library
 
     try:
+        if args.target == "cuda":
+            from .aot.cuda import build_cuda
+
+            build_cuda(args.module, args.outdir, name=args.name, archs=args.cuda_arch)
+            return 0
         build_library(
             args.module,
             args.outdir,

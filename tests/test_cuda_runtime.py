@@ -49,10 +49,10 @@ def _gpu_present() -> bool:
     return True
 
 
-gpu = pytest.mark.skipif(
-    os.environ.get("FUSEGRAD_TEST_GPU") != "1" and not _gpu_present(),
-    reason="no CUDA driver",
-)
+def gpu(test):
+    """A test that needs a real GPU: marked `gpu`, skipped when the driver is missing."""
+    skip = pytest.mark.skipif(not _gpu_present(), reason="no CUDA driver")
+    return pytest.mark.gpu(skip(test))
 
 
 # -- NVRTC -------------------------------------------------------------------------------
@@ -142,7 +142,8 @@ def test_import_loads_neither_nvrtc_nor_the_driver():
 
 # A stand-in for libcuda.so.1 with the documented signatures: memory is host memory, a
 # launch records its configuration and arguments, cuInit fails with the code in
-# FAKE_CUDA_INIT (100 = CUDA_ERROR_NO_DEVICE) when set.
+# FAKE_CUDA_INIT (100 = CUDA_ERROR_NO_DEVICE) when set, the compute capability is
+# FAKE_CUDA_CC (default 90), and cuModuleLoadData takes only CUBINs (ELF), not PTX.
 FAKE_DRIVER = r"""
 #include <stdint.h>
 #include <stdlib.h>
@@ -161,7 +162,9 @@ CUresult cuDeviceGetCount(int *n) { *n = 1; return 0; }
 CUresult cuDeviceGet(int *d, int ordinal) { *d = ordinal; return 0; }
 CUresult cuDeviceGetName(char *name, int len, int d) { strncpy(name, "Fake GPU", len); return 0; }
 CUresult cuDeviceGetAttribute(int *v, int attribute, int d) {
-    *v = attribute == 75 ? 9 : attribute == 76 ? 0 : attribute == 36 ? 2619000
+    const char *cc = getenv("FAKE_CUDA_CC");  /* compute capability as 10 * major + minor */
+    int arch = cc ? atoi(cc) : 90;
+    *v = attribute == 75 ? arch / 10 : attribute == 76 ? arch % 10 : attribute == 36 ? 2619000
        : attribute == 37 ? 5120 : 1024;
     return 0; }
 CUresult cuDevicePrimaryCtxRetain(void **ctx, int d) { *ctx = (void *)0x1; return 0; }
@@ -172,7 +175,7 @@ CUresult cuModuleLoadData(void **m, const void *image) {
     *m = (void *)0x2; return memcmp(image, "\x7f" "ELF", 4) == 0 ? 0 : 200; }
 CUresult cuModuleUnload(void *m) { return 0; }
 CUresult cuModuleGetFunction(void **f, void *m, const char *name) {
-    *f = (void *)0x3; return strcmp(name, "scale") == 0 ? 0 : 500; }
+    *f = (void *)0x3; return strcmp(name, "missing") == 0 ? 500 : 0; }
 CUresult cuFuncSetAttribute(void *f, int a, int v) { last_launch[15] = v; return 0; }
 CUresult cuMemAlloc_v2(uint64_t *p, size_t n) { *p = (uint64_t)malloc(n); return 0; }
 CUresult cuMemFree_v2(uint64_t p) { free((void *)p); return 0; }
