@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import types
 from typing import NamedTuple
 
 import numpy as np
@@ -393,10 +394,10 @@ class HostMemoryDevice:
         del self.buffers[pointer]
 
     def upload(self, pointer, array):
-        self.buffers[pointer][: array.nbytes] = array.view(np.uint8).ravel()
+        self.buffers[pointer][: array.nbytes] = array.reshape(-1).view(np.uint8)
 
     def download(self, array, pointer):
-        array.view(np.uint8).ravel()[:] = self.buffers[pointer][: array.nbytes]
+        array.reshape(-1).view(np.uint8)[:] = self.buffers[pointer][: array.nbytes]
 
     def synchronize(self):
         pass
@@ -441,3 +442,122 @@ def test_bad_device_kind_is_named(monkeypatch):
     monkeypatch.setenv(launcher.DEVICE_ENV, "tpu")
     with pytest.raises(fg.FusegradError, match="FUSEGRAD_CUDA_DEVICE='tpu'"):
         launcher.default_device()
+
+
+# -- the launcher alone: a stand-in renderer and executor on host memory -------------------
+
+
+def _fake_render(program):
+    return types.SimpleNamespace(
+        name=program.name, source="// stand-in", dims=program.dims, inputs=program.inputs,
+        outputs=program.outputs, scratch=[], steps=[],
+    )  # fmt: skip
+
+
+def _fake_execute(device, cuda, dims, inputs, outputs):
+    """What `f(x) = (2 x, sum(x))` computes, on the device's host memory."""
+    x_buffer = cuda.inputs[0]
+    dtype = np.dtype(x_buffer.dtype)
+    n = dims[x_buffer.shape[0].name]
+    x = device.buffers[inputs[x_buffer.name]][: n * dtype.itemsize].view(dtype)
+    twice = device.buffers[outputs[cuda.outputs[0].name]][: n * dtype.itemsize].view(dtype)
+    total = device.buffers[outputs[cuda.outputs[1].name]][: dtype.itemsize].view(dtype)
+    twice[:] = 2 * x
+    total[0] = x.sum()
+    device.executed += 1
+
+
+@pytest.fixture
+def stand_in_backend(monkeypatch):
+    from fusegrad.runtime.cuda import launcher
+
+    device = HostMemoryDevice()
+    device.executed = 0
+    monkeypatch.setitem(
+        sys.modules, "fusegrad.compiler.cuda.render", types.SimpleNamespace(render_cuda=_fake_render)
+    )
+    monkeypatch.setitem(
+        sys.modules, "fusegrad.runtime.cuda.execute", types.SimpleNamespace(execute=_fake_execute)
+    )
+    monkeypatch.setattr(launcher, "default_device", lambda: device)
+    monkeypatch.setattr(launcher, "_kernels", {})
+    return device
+
+
+def test_host_arrays_in_numpy_out_and_device_memory_freed(stand_in_backend):
+    f = fg.compile(lambda x: (x * 2, np.sum(x)), target="cuda")
+    twice, total = f(np.arange(4.0))
+    np.testing.assert_array_equal(twice, [0.0, 2.0, 4.0, 6.0])
+    assert type(twice) is np.ndarray and total == 6.0 and np.ndim(total) == 0
+    assert stand_in_backend.buffers == {}  # inputs and outputs freed after the copy back
+    f(np.arange(3.0))  # another size: the same specialization
+    assert f.cache_size == 1 and stand_in_backend.executed == 2
+
+
+def test_device_arrays_in_device_arrays_out(stand_in_backend):
+    f = fg.compile(lambda x: (x * 2, np.sum(x)), target="cuda")
+    x = DeviceArray.from_host(stand_in_backend, np.arange(5, dtype=np.float32))
+    twice, total = f(x)
+    assert isinstance(twice, DeviceArray) and twice.dtype == np.float32
+    np.testing.assert_array_equal(twice.get(), [0, 2, 4, 6, 8])
+    assert total.shape == () and float(np.asarray(total)) == 10.0
+    again, _ = f(twice)  # an output is an input of the next call, with no copy
+    np.testing.assert_array_equal(again.get(), [0, 4, 8, 12, 16])
+
+
+def test_device_array_dtype_and_shape_errors_name_the_argument(stand_in_backend):
+    f = fg.compile(lambda x, y: (x * y, np.sum(x)), target="cuda")
+    x = DeviceArray.from_host(stand_in_backend, np.ones(3))
+    with pytest.raises(fg.ShapeError, match="'y'"):
+        f(x, np.ones(4))
+    g = fg.compile(lambda x: (x * 2, np.sum(x)), target="cuda")
+    bad = FakeCudaArray(shape=(3,), typestr="<i4", data=(64, False))
+    with pytest.raises(fg.DTypeError, match="'x'"):
+        g(bad)
+    with pytest.raises(TypeError, match="missing"):
+        g()
+
+
+def test_cuda_source_shows_the_rendered_program(stand_in_backend):
+    f = fg.compile(lambda x: (x * 2, np.sum(x)), target="cuda")
+    assert f.cuda_source(np.ones(3)) == "// stand-in"
+    cpu = fg.compile(lambda x: (x * 2, np.sum(x)))
+    assert cpu.cuda_source(np.ones(3)) == "// stand-in"  # rendering needs no GPU
+
+
+# -- on a real GPU (bench/gpu.sh runs these) ---------------------------------------------------
+
+
+@gpu
+def test_gpu_launches_an_nvrtc_kernel():
+    from fusegrad.runtime.cuda.device import CudaDevice
+
+    device = CudaDevice()
+
+    class Program:
+        name, source, dims = "scale", KERNEL, ["n"]
+
+    x = np.linspace(-1.0, 1.0, 1000)
+    y = np.empty_like(x)
+    pointers = [device.alloc(x.nbytes), device.alloc(y.nbytes)]
+    device.upload(pointers[0], x)
+    module = device.load(Program)
+    device.launch(module, Launch("scale", 4, 256, 0, ("n", "x", "y")), 4, [1000, *pointers])
+    device.synchronize()
+    device.download(y, pointers[1])
+    for pointer in pointers:
+        device.free(pointer)
+    np.testing.assert_allclose(y, 2.0 * np.exp(x), rtol=1e-15)
+
+
+@gpu
+def test_gpu_logistic_gradient_equals_the_cpu_path():
+    def loss(w, X, y):
+        return np.sum(np.log1p(np.exp(-y * (X @ w))))
+
+    rng = np.random.default_rng(0)
+    w, X, y = rng.standard_normal(16), rng.standard_normal((3000, 16)), np.sign(rng.standard_normal(3000))
+    value, grad = fg.compile_grad(loss, target="cuda")(w, X, y)
+    value_cpu, grad_cpu = fg.compile_grad(loss)(w, X, y)
+    np.testing.assert_allclose(value, value_cpu, rtol=1e-12)
+    np.testing.assert_allclose(grad, grad_cpu, rtol=1e-12, atol=1e-12)
