@@ -113,6 +113,16 @@ def test_bad_arch_is_named(arch):
         nvrtc.compile_cubin(KERNEL, arch)
 
 
+def test_nvrtc_of_a_cuda_toolkit_is_found_without_the_wheel(tmp_path, monkeypatch):
+    (tmp_path / "lib64").mkdir()
+    (tmp_path / "lib64" / "libnvrtc.so.12").write_bytes(b"")
+    (tmp_path / "lib64" / "libnvrtc-builtins.so.12.4").write_bytes(b"")
+    monkeypatch.setattr(nvrtc.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setenv("CUDA_HOME", str(tmp_path))
+    monkeypatch.delenv("FUSEGRAD_NVRTC", raising=False)
+    assert nvrtc.library_path() == str(tmp_path / "lib64" / "libnvrtc.so.12")
+
+
 def test_missing_nvrtc_says_how_to_install(monkeypatch):
     monkeypatch.setattr(nvrtc, "_candidate_paths", lambda: [])
     monkeypatch.delenv("FUSEGRAD_NVRTC", raising=False)

@@ -5,8 +5,8 @@
     version()                                      # (major, minor) of the NVRTC loaded
 
 NVRTC comes from the `nvidia-cuda-nvrtc` wheel (`nvidia/cu13/lib/libnvrtc.so.13`, or
-`nvidia/cuda_nvrtc/lib/libnvrtc.so.12` for CUDA 12 wheels); `FUSEGRAD_NVRTC=/path/to/
-libnvrtc.so` overrides the search. Some wheels need `libnvrtc-builtins.so.*` loaded
+`nvidia/cuda_nvrtc/lib/libnvrtc.so.12` for CUDA 12 wheels), else from a CUDA toolkit
+($CUDA_HOME/lib64); `FUSEGRAD_NVRTC=/path/to/libnvrtc.so` overrides the search. Some wheels need `libnvrtc-builtins.so.*` loaded
 RTLD_GLOBAL before libnvrtc can find it, so it is opened first when present.
 
 CUBIN for the device's own arch is preferred over PTX: NVRTC 13.5 writes PTX `.version
@@ -60,14 +60,21 @@ stats = {"compiles": 0}
 
 
 def _candidate_paths() -> list[str]:
-    """libnvrtc locations inside the installed `nvidia` wheels, newest CUDA first."""
+    """libnvrtc locations: the installed `nvidia` wheels (newest CUDA first), then a CUDA
+    toolkit's lib64 ($CUDA_HOME, $CUDA_PATH, /usr/local/cuda)."""
+    patterns = []
     spec = importlib.util.find_spec("nvidia")
-    if spec is None or not spec.submodule_search_locations:
-        return []
+    if spec is not None and spec.submodule_search_locations:
+        for root in spec.submodule_search_locations:
+            patterns += [os.path.join(root, "cu13/lib/libnvrtc.so*"),
+                         os.path.join(root, "cuda_nvrtc/lib/libnvrtc.so*")]  # fmt: skip
+    for variable in ("CUDA_HOME", "CUDA_PATH"):
+        if os.environ.get(variable):
+            patterns.append(os.path.join(os.environ[variable], "lib64", "libnvrtc.so*"))
+    patterns.append("/usr/local/cuda/lib64/libnvrtc.so*")
     found = []
-    for root in spec.submodule_search_locations:
-        for pattern in ("cu13/lib/libnvrtc.so*", "cuda_nvrtc/lib/libnvrtc.so*"):
-            found += sorted(glob.glob(os.path.join(root, pattern)), reverse=True)
+    for pattern in patterns:
+        found += sorted(glob.glob(pattern), reverse=True)
     return [path for path in found if "builtins" not in os.path.basename(path)]
 
 
