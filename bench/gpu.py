@@ -202,7 +202,7 @@ def write_report(rows, settings, device: str, peak: float | None) -> None:
         f"Median of {1 if settings.dry_run else settings.repeats} synchronized calls, "
         "inputs already on the device, value + gradient.",
         "",
-        "| case | dtype | framework | time (ms) | vs fusegrad | note |",
+        "| case | dtype | framework | time (ms) | time / fusegrad's | note |",
         "|---|---|---|---:|---:|---|",
     ]
     by_case: dict = {}
