@@ -571,3 +571,52 @@ def test_gpu_logistic_gradient_equals_the_cpu_path():
     value_cpu, grad_cpu = fg.compile_grad(loss)(w, X, y)
     np.testing.assert_allclose(value, value_cpu, rtol=1e-12)
     np.testing.assert_allclose(grad, grad_cpu, rtol=1e-12, atol=1e-12)
+
+
+# -- target="cuda" end to end on the CPU-emulated device (runtime/cuda/emulate.py) ----------
+
+
+@pytest.fixture
+def emulated(monkeypatch):
+    pytest.importorskip("fusegrad.compiler.cuda.render")
+    pytest.importorskip("fusegrad.runtime.cuda.emulate")
+    if shutil.which("g++") is None:
+        pytest.skip("the emulated device needs g++")
+    monkeypatch.setenv("FUSEGRAD_CUDA_DEVICE", "emulate")
+
+
+def logistic(w, X, y):
+    return np.sum(np.log1p(np.exp(-y * (X @ w))))
+
+
+def chain(x):
+    return np.sum(np.tanh(x) * np.exp(-x * x) + np.log1p(x * x))
+
+
+def test_emulated_logistic_value_and_gradient_equal_the_cpu_path(emulated):
+    rng = np.random.default_rng(1)
+    w, X = rng.standard_normal(7), rng.standard_normal((300, 7))
+    y = np.sign(rng.standard_normal(300))
+    value, grad = fg.compile_grad(logistic, target="cuda")(w, X, y)
+    value_cpu, grad_cpu = fg.compile_grad(logistic)(w, X, y)
+    np.testing.assert_allclose(value, value_cpu, rtol=1e-12)
+    np.testing.assert_allclose(grad, grad_cpu, rtol=1e-12, atol=1e-12)
+
+
+def test_emulated_w2_chain_equals_the_cpu_path(emulated):
+    x = np.random.default_rng(2).standard_normal(5000)
+    value, grad = fg.compile_grad(chain, target="cuda")(x)
+    value_cpu, grad_cpu = fg.compile_grad(chain)(x)
+    np.testing.assert_allclose(value, value_cpu, rtol=1e-12)
+    np.testing.assert_allclose(grad, grad_cpu, rtol=1e-12, atol=1e-12)
+
+
+def test_emulated_device_arrays_stay_on_the_device(emulated):
+    from fusegrad.runtime.cuda import launcher
+
+    x = np.random.default_rng(3).standard_normal(100).astype(np.float32)
+    value, grad = fg.compile_grad(chain, target="cuda")(launcher.to_device(x))
+    assert isinstance(grad, DeviceArray) and grad.dtype == np.float32
+    value_cpu, grad_cpu = fg.compile_grad(chain)(x)
+    np.testing.assert_allclose(np.asarray(value), value_cpu, rtol=1e-5)
+    np.testing.assert_allclose(grad.get(), grad_cpu, rtol=1e-5, atol=1e-6)
