@@ -299,6 +299,8 @@ def test_bad_kernel_argument_count_is_named(fake_libcuda, monkeypatch):
     module = device.load(Program)
     with pytest.raises(fg.FusegradError, match="scale takes 3 arguments"):
         device.launch(module, Launch("scale", 1, 32, 0, ("n", "x", "y")), 1, [1, 2])
+    with pytest.raises(fg.FusegradError, match="at most 2147483647"):
+        device.launch(module, Launch("scale", 1, 32, 0, ("n", "x", "y")), 2**31, [1, 2, 3])
 
 
 # -- device arrays -----------------------------------------------------------------------

@@ -20,6 +20,7 @@ from ...compiler.errors import FusegradError
 from . import driver as driver_api
 from . import nvrtc
 
+MAX_GRID_X = 2**31 - 1  # gridDim.x limit of every arch since sm_30
 
 @dataclass
 class LoadedModule:
@@ -80,6 +81,11 @@ class CudaDevice:
         ]
         if grid <= 0:
             return  # an empty domain: nothing to launch (a 0-block grid is an error)
+        if grid > MAX_GRID_X:
+            raise FusegradError(
+                f"kernel {launch.kernel} needs {grid} blocks of {launch.block} threads; "
+                f"a CUDA grid has at most {MAX_GRID_X} (the arrays are too large)"
+            )
         self.driver.launch(function, int(grid), launch.block, launch.shared_bytes, typed)
 
     def synchronize(self) -> None:
