@@ -228,8 +228,12 @@ def test_driver_errors_name_the_function_and_the_drivers_message(fake_libcuda, m
     with pytest.raises(fg.FusegradError) as info:
         driver.Driver(fake_libcuda)
     message = str(info.value)
+    assert "needs an NVIDIA GPU: the driver is installed but found none" in message
     assert "cuInit" in message and "CUDA_ERROR_NO_DEVICE" in message
     assert "no CUDA-capable device is detected" in message
+    monkeypatch.setenv("FAKE_CUDA_INIT", "999")
+    with pytest.raises(fg.FusegradError, match="cuInit failed: CUDA_ERROR_UNKNOWN"):
+        driver.Driver(fake_libcuda)
 
 
 def test_driver_reports_arch_and_bandwidth(fake_libcuda):

@@ -70,6 +70,7 @@ ATTRIBUTE = {
     "compute_capability_minor": 76,
 }
 _FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES = 8
+CUDA_ERROR_NO_DEVICE = 100
 _STATIC_SHARED_LIMIT = 48 * 1024  # beyond this a kernel must opt in (cuFuncSetAttribute)
 _KERNEL_PARAM_TYPES = {"int64": "int64_t *", "ptr": "CUdeviceptr *"}
 
@@ -106,7 +107,14 @@ class Driver:
             self.lib = self.ffi.dlopen(library)
         except OSError as exc:
             raise FusegradError(NO_DRIVER.format(detail=f"{library}: {exc}")) from None
-        self._call("cuInit", 0)
+        result = self.lib.cuInit(0)
+        if result == CUDA_ERROR_NO_DEVICE:
+            raise FusegradError(
+                "target='cuda' needs an NVIDIA GPU: the driver is installed but found none "
+                f"(cuInit: {self.describe(result)})"
+            )
+        if result != 0:
+            raise FusegradError(f"CUDA driver call cuInit failed: {self.describe(result)}")
         count = self.ffi.new("int *")
         self._call("cuDeviceGetCount", count)
         if count[0] <= ordinal:
