@@ -490,7 +490,9 @@ def stand_in_backend(monkeypatch):
     device = HostMemoryDevice()
     device.executed = 0
     monkeypatch.setitem(
-        sys.modules, "fusegrad.compiler.cuda.render", types.SimpleNamespace(render_cuda=_fake_render)
+        sys.modules,
+        "fusegrad.compiler.cuda.render",
+        types.SimpleNamespace(render_cuda=_fake_render),
     )
     monkeypatch.setitem(
         sys.modules, "fusegrad.runtime.cuda.execute", types.SimpleNamespace(execute=_fake_execute)
@@ -572,7 +574,8 @@ def test_gpu_logistic_gradient_equals_the_cpu_path():
         return np.sum(np.log1p(np.exp(-y * (X @ w))))
 
     rng = np.random.default_rng(0)
-    w, X, y = rng.standard_normal(16), rng.standard_normal((3000, 16)), np.sign(rng.standard_normal(3000))
+    w, X = rng.standard_normal(16), rng.standard_normal((3000, 16))
+    y = np.sign(rng.standard_normal(3000))
     value, grad = fg.compile_grad(loss, target="cuda")(w, X, y)
     value_cpu, grad_cpu = fg.compile_grad(loss)(w, X, y)
     np.testing.assert_allclose(value, value_cpu, rtol=1e-12)

@@ -6,8 +6,9 @@
 
 NVRTC comes from the `nvidia-cuda-nvrtc` wheel (`nvidia/cu13/lib/libnvrtc.so.13`, or
 `nvidia/cuda_nvrtc/lib/libnvrtc.so.12` for CUDA 12 wheels), else from a CUDA toolkit
-($CUDA_HOME/lib64); `FUSEGRAD_NVRTC=/path/to/libnvrtc.so` overrides the search. Some wheels need `libnvrtc-builtins.so.*` loaded
-RTLD_GLOBAL before libnvrtc can find it, so it is opened first when present.
+($CUDA_HOME/lib64); `FUSEGRAD_NVRTC=/path/to/libnvrtc.so` overrides the search. Some
+wheels need `libnvrtc-builtins.so.*` loaded RTLD_GLOBAL before libnvrtc can find it, so it
+is opened first when present.
 
 CUBIN for the device's own arch is preferred over PTX: NVRTC 13.5 writes PTX `.version
 9.5`, which an older driver rejects (TOOLCHAIN.md). CUBINs are cached in memory and on
