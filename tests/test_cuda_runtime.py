@@ -12,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 import types
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -629,3 +630,28 @@ def test_emulated_device_arrays_stay_on_the_device(emulated):
     value_cpu, grad_cpu = fg.compile_grad(chain)(x)
     np.testing.assert_allclose(np.asarray(value), value_cpu, rtol=1e-5)
     np.testing.assert_allclose(grad.get(), grad_cpu, rtol=1e-5, atol=1e-6)
+
+
+# -- bench/gpu.sh and bench/gpu.py ------------------------------------------------------------
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+
+
+def test_gpu_script_parses_and_documents_its_options():
+    if shutil.which("bash") is not None:
+        subprocess.run(["bash", "-n", str(BENCH / "gpu.sh")], check=True)
+    usage = subprocess.run(
+        [sys.executable, str(BENCH / "gpu.py"), "--help"], capture_output=True, text=True, check=True
+    )
+    assert "--dry-run" in usage.stdout and "--output" in usage.stdout
+
+
+def test_gpu_benchmark_dry_run_on_the_emulated_device(emulated, tmp_path):
+    output = tmp_path / "gpu.md"
+    subprocess.run(
+        [sys.executable, str(BENCH / "gpu.py"), "--dry-run", "--without", "PyTorch,JAX",
+         "--output", str(output)],
+        check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    table = output.read_text()
+    assert table.count("| fusegrad cuda |") == 4 and "GB/s" in table
