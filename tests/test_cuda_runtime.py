@@ -640,9 +640,8 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
 def test_gpu_script_parses_and_documents_its_options():
     if shutil.which("bash") is not None:
         subprocess.run(["bash", "-n", str(BENCH / "gpu.sh")], check=True)
-    usage = subprocess.run(
-        [sys.executable, str(BENCH / "gpu.py"), "--help"], capture_output=True, text=True, check=True
-    )
+    command = [sys.executable, str(BENCH / "gpu.py"), "--help"]
+    usage = subprocess.run(command, capture_output=True, text=True, check=True)
     assert "--dry-run" in usage.stdout and "--output" in usage.stdout
 
 
