@@ -348,6 +348,16 @@ def test_bad_device_arrays_are_named(interface, message):
     assert "'weights'" in str(info.value)
 
 
+def test_an_interface_that_raises_is_reported_with_the_argument():
+    class RequiresGrad:  # what a PyTorch CUDA tensor with requires_grad=True does
+        @property
+        def __cuda_array_interface__(self):
+            raise RuntimeError("Can't get __cuda_array_interface__ on Variable that requires grad")
+
+    with pytest.raises(fg.FusegradError, match="argument 'w': reading its __cuda_array_inter"):
+        device_view("w", RequiresGrad())
+
+
 def test_numpy_arrays_and_cpu_dlpack_take_the_host_path():
     x = np.ones(3)
     assert device_view("x", x) is None  # numpy has __dlpack__, on the CPU

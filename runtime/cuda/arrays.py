@@ -81,7 +81,7 @@ def is_device_array(value) -> bool:
     """True for objects that live on a CUDA device (by either protocol)."""
     if isinstance(value, np.ndarray):
         return False
-    if hasattr(value, "__cuda_array_interface__"):
+    if _has_array_interface(value):
         return True
     if hasattr(value, "__dlpack_device__") and hasattr(value, "__dlpack__"):
         try:
@@ -92,17 +92,36 @@ def is_device_array(value) -> bool:
     return False
 
 
+def _has_array_interface(value) -> bool:
+    """hasattr that also counts a property that raises something other than
+    AttributeError (PyTorch: a tensor that requires grad) as present, so that the
+    error reaches the user with the argument's name."""
+    try:
+        getattr(value, "__cuda_array_interface__")
+    except AttributeError:
+        return False
+    except Exception:  # noqa: BLE001 - reported by _from_array_interface
+        return True
+    return True
+
+
 def device_view(name: str, value) -> DeviceView | None:
     """The device memory of argument `name`, or None if it is not a device array."""
     if not is_device_array(value):
         return None
-    if hasattr(value, "__cuda_array_interface__"):
+    if _has_array_interface(value):
         return _from_array_interface(name, value)
     return _from_dlpack(name, value)
 
 
 def _from_array_interface(name: str, value) -> DeviceView:
-    interface = value.__cuda_array_interface__
+    try:
+        interface = value.__cuda_array_interface__
+    except Exception as exc:  # noqa: BLE001 - e.g. a PyTorch tensor that requires grad
+        raise FusegradError(
+            f"argument {name!r}: reading its __cuda_array_interface__ failed: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
     if not isinstance(interface, dict):
         raise FusegradError(f"argument {name!r}: __cuda_array_interface__ is not a dict")
     for key in ("shape", "typestr", "data"):
