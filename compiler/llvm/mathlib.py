@@ -242,10 +242,10 @@ class MathBuilder:
 def _exp_reduce(m, x, low, lowest):
     """x + low = k·ln2 + r_hi + r_lo, |r_hi| ≲ ln2/2 exact, r_lo tiny (Cody–Waite).
 
-    x is first clamped to [lowest, 709.79] (NaN stays NaN), which keeps 2^k in range.
-    Returns (k as i64, r_hi, r_lo).
+    x is first clamped to [lowest, 709.79] (NaN stays NaN), which keeps 2^k in range;
+    lowest None: the caller guarantees x in range (no clamp). Returns (k as i64, r_hi, r_lo).
     """
-    clamped = m.clamp(x, lowest, 709.79)
+    clamped = x if lowest is None else m.clamp(x, lowest, 709.79)
     t = m.madd(clamped, INV_LN2, SHIFTER)
     k_float = m.sub(t, SHIFTER)
     k = m.isub(m.bits(t), _bits(SHIFTER))
@@ -291,20 +291,22 @@ def exp(m, x, precision):
     return _ldexp(m, m.add(1.0, m.add(r_hi, _exp_tail(m, r_hi, r_lo, precision))), k)
 
 
-def expm1_parts(m, x, precision):
+def expm1_parts(m, x, precision, moderate=False):
     """e^x − 1 = (hi + lo)·extra, extra ∈ {1, 2} (only for x > 709.09).
 
     With s = 2^k: e^x − 1 = (s − 1) + s·r_hi + s·tail, where s − 1 and s·r_hi are exact
     and their sum is formed exactly (|s − 1| ≥ |s·r_hi|): error < 0.8 ulp (measured
     0.795). x < −40 (clamped) gives −1 exactly, as e^x < 2^-54 there.
+    `moderate`: the caller guarantees −40 ≤ x ≤ 700 (tanh's 2|x| ≤ 40): no clamp, and
+    extra is 1.
     """
-    k, r_hi, r_lo = _exp_reduce(m, x, None, -40.0)
-    k_low = m.select(m.icmp(">", k, 1023), m.int(1023), k)
+    k, r_hi, r_lo = _exp_reduce(m, x, None, None if moderate else -40.0)
+    k_low = k if moderate else m.select(m.icmp(">", k, 1023), m.int(1023), k)
     s = m.pow2(k_low)
     tail = m.mul(s, _exp_tail(m, r_hi, r_lo, precision))
     hi, lo = m.fast_two_sum(m.sub(s, 1.0), m.mul(s, r_hi))
     hi, lo = m.fast_two_sum(hi, m.add(lo, tail))
-    return hi, lo, m.pow2(m.isub(k, k_low))
+    return hi, lo, 1.0 if moderate else m.pow2(m.isub(k, k_low))
 
 
 def expm1(m, x, precision):
@@ -343,7 +345,7 @@ def tanh(m, x, precision):
     the sign is copied from x, so tanh(±0) = ±0, tanh(NaN) = NaN.
     """
     a = m.clamp(m.abs(x), 0.0, 20.0)
-    e_hi, e_lo, _ = expm1_parts(m, m.add(a, a), precision)
+    e_hi, e_lo, _ = expm1_parts(m, m.add(a, a), precision, moderate=True)
     d_hi, d_lo = m.two_sum(e_hi, 2.0)
     d_lo = m.add(d_lo, e_lo)
     return m.copysign(_divide_pair(m, e_hi, e_lo, d_hi, d_lo), x)
