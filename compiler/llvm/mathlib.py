@@ -344,7 +344,8 @@ def tanh(m, x, precision):
     corrected division: error < 0.75 ulp (measured 0.743). |x| > 20 (clamped) gives ±1;
     the sign is copied from x, so tanh(±0) = ±0, tanh(NaN) = NaN.
     """
-    a = m.clamp(m.abs(x), 0.0, 20.0)
+    a = m.abs(x)
+    a = m.select(m.cmp(">", a, 20.0), 20.0, a)  # keeps NaN
     e_hi, e_lo, _ = expm1_parts(m, m.add(a, a), precision, moderate=True)
     d_hi, d_lo = m.two_sum(e_hi, 2.0)
     d_lo = m.add(d_lo, e_lo)
