@@ -79,12 +79,28 @@ def to_loop_ir(function):
     return pipeline.to_loop_ir(function, blas=False)
 
 
+def _renderer():
+    """`compiler.cuda.render.render_cuda`, or one clear error where this version of
+    fusegrad does not have the CUDA C renderer (the runtime half of the CUDA backend
+    came first; see the README's CUDA section)."""
+    try:
+        from ...compiler.cuda.render import render_cuda
+    except ModuleNotFoundError as exc:
+        if "compiler.cuda" not in str(exc.name):
+            raise
+        raise FusegradError(
+            "target='cuda': this version of fusegrad has the CUDA runtime (NVRTC, driver, "
+            "device arrays) but not yet the CUDA C renderer (fusegrad.compiler.cuda); "
+            "use target='cpu'"
+        ) from None
+    return render_cuda
+
+
 class CudaKernel:
     """One specialization for the CUDA target: its loop program and CUDA program."""
 
     def __init__(self, function, tree):
-        from ...compiler.cuda.render import render_cuda
-
+        render_cuda = _renderer()
         self.function = function
         self.tree = tree
         self.program = to_loop_ir(function)
