@@ -31,6 +31,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..compiler.errors import FusegradError
+from ..runtime.cuda import driver
 from . import csource
 from .build import library_name
 from .collect import BuildError, collect, load_module
@@ -218,33 +219,11 @@ int {library}_last_cuda_error(void);
 
 
 # -- the launcher ------------------------------------------------------------------------
-_DRIVER_DECLARATIONS = """\
-/* The driver API functions used here, as cuda.h declares them (the _v2 ABI of CUDA >= 4);
-   define FUSEGRAD_USE_CUDA_H to take them from cuda.h instead. */
-typedef int CUresult;
-typedef int CUdevice;
-typedef unsigned long long CUdeviceptr;
-typedef struct CUctx_st *CUcontext;
-typedef struct CUmod_st *CUmodule;
-typedef struct CUfunc_st *CUfunction;
-typedef struct CUstream_st *CUstream;
-CUresult cuInit(unsigned int flags);
-CUresult cuDeviceGet(CUdevice *device, int ordinal);
-CUresult cuDeviceGetAttribute(int *value, int attribute, CUdevice device);
-CUresult cuDevicePrimaryCtxRetain(CUcontext *context, CUdevice device);
-CUresult cuCtxSetCurrent(CUcontext context);
-CUresult cuCtxSynchronize(void);
-CUresult cuModuleLoadData(CUmodule *module, const void *image);
-CUresult cuModuleGetFunction(CUfunction *function, CUmodule module, const char *name);
-CUresult cuFuncSetAttribute(CUfunction function, int attribute, int value);
-CUresult cuMemAlloc_v2(CUdeviceptr *pointer, size_t bytes);
-CUresult cuMemFree_v2(CUdeviceptr pointer);
-CUresult cuMemcpyHtoD_v2(CUdeviceptr destination, const void *source, size_t bytes);
-CUresult cuMemcpyDtoH_v2(void *destination, CUdeviceptr source, size_t bytes);
-CUresult cuLaunchKernel(CUfunction function, unsigned int gridX, unsigned int gridY,
-                        unsigned int gridZ, unsigned int blockX, unsigned int blockY,
-                        unsigned int blockZ, unsigned int sharedBytes, CUstream stream,
-                        void **params, void **extra);"""
+_DRIVER_DECLARATIONS = (
+    "/* The driver API functions fusegrad calls, as cuda.h declares them (the _v2 ABI of\n"
+    "   CUDA >= 4); define FUSEGRAD_USE_CUDA_H to take them from cuda.h instead. */\n"
+    + driver.DECLARATIONS.strip()
+)
 
 _RUNTIME = r"""
 /* 10 * major + minor of an image's arch; 0 marks the PTX, which any later arch can run. */

@@ -12,7 +12,8 @@ Every CUresult other than CUDA_SUCCESS becomes a FusegradError naming the driver
 function and carrying the driver's own name and description of the error. A machine
 without the driver gets one clear error at the first call; `FUSEGRAD_LIBCUDA` names
 another library (a testing aid). The declarations below are written from the CUDA
-driver API reference (cuda.h); only what fusegrad calls is declared.
+driver API reference (cuda.h); only what fusegrad calls is declared. The AOT
+launcher (fusegrad/aot/cuda.py) compiles the same declarations.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ import threading
 
 from ...compiler.errors import FusegradError
 
-_CDEF = """
+#: The driver functions fusegrad calls, as C declarations (cffi cdef and AOT launcher).
+DECLARATIONS = """
 typedef int CUresult;
 typedef int CUdevice;
 typedef unsigned long long CUdeviceptr;
@@ -102,7 +104,7 @@ class Driver:
         import cffi
 
         self.ffi = cffi.FFI()
-        self.ffi.cdef(_CDEF)
+        self.ffi.cdef(DECLARATIONS)
         try:
             self.lib = self.ffi.dlopen(library)
         except OSError as exc:
