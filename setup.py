@@ -7,7 +7,8 @@ from setuptools import Extension, setup
 binder = Extension(
     "fusegrad.runtime._binder",
     sources=["csrc/fusegrad_binder.c"],
-    include_dirs=[numpy.get_include()],
+    include_dirs=[numpy.get_include(), "csrc"],
+    depends=["csrc/fusegrad_rt.h"],
     extra_compile_args=["-O2"],
 )
 

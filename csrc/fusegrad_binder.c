@@ -37,6 +37,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "fusegrad_rt.h" /* FG_LARGE_BLOCK (the runtime itself is reached through addresses) */
+
 enum { AXIS_BIND = 0, AXIS_SAME = 1, AXIS_CONST = 2 };
 enum { CHECK_EQ = 0, CHECK_GE = 1 };
 
@@ -50,8 +52,6 @@ typedef int (*fg_packed_entry)(const int64_t *dims, void *const *buffers);
 typedef void *(*fg_alloc_fn)(int64_t nbytes);
 typedef void (*fg_free_fn)(void *block);
 
-/* Outputs from this size on come from the runtime's fg_alloc (see large_output). */
-#define FG_LARGE_OUTPUT ((npy_intp)4 << 20)
 
 typedef struct {
     int kind;
@@ -206,7 +206,7 @@ static void free_output_block(PyObject *capsule)
     }
 }
 
-/* A new C-contiguous array for an output. From FG_LARGE_OUTPUT bytes on, its memory
+/* A new C-contiguous array for an output. From FG_LARGE_BLOCK bytes on, its memory
  * comes from the runtime's fg_alloc and goes back to fg_free when the array dies
  * (a capsule is its base): a thread keeps a few freed large blocks for its next call,
  * so an output of 80 MB returned in a loop does not page-fault its memory in (and
@@ -229,7 +229,7 @@ static PyObject *large_output(Binder *self, const Slot *out, npy_intp *shape)
         }
         nbytes *= shape[axis];
     }
-    if (self->alloc == NULL || nbytes < FG_LARGE_OUTPUT) {
+    if (self->alloc == NULL || nbytes < FG_LARGE_BLOCK) {
         return PyArray_SimpleNew(out->rank, shape, out->type_num);
     }
     block = self->alloc((int64_t)nbytes);

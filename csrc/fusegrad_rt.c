@@ -28,7 +28,7 @@
 /* Blocks from this size on are aligned to 2 MiB and offered to transparent huge
  * pages (as NumPy does for its arrays): a fresh 40 MB scratch buffer otherwise
  * takes 10,000 page faults on first touch, which measured 50 ms in a VM. */
-#define FG_HUGE_BLOCK ((size_t)4 << 20)
+#define FG_HUGE_BLOCK ((size_t)FG_LARGE_BLOCK)
 #define FG_HUGE_ALIGNMENT ((size_t)2 << 20)
 
 #ifdef FG_BLOCK_CACHE

@@ -20,6 +20,11 @@ extern "C" {
 /* Alignment (bytes) of every block returned by fg_alloc. */
 #define FG_ALLOC_ALIGNMENT 64
 
+/* Blocks from this size on are large: 2 MiB-aligned, offered to huge pages and,
+ * in the JIT build, kept per thread after fg_free (see fusegrad_rt.c). The C
+ * binder takes outputs of this size from fg_alloc for the same reason. */
+#define FG_LARGE_BLOCK ((int64_t)4 << 20)
+
 /* Status codes returned by generated entry points (see fg_strerror). */
 #define FG_OK                0
 #define FG_ERR_NEGATIVE_DIM  1
