@@ -261,19 +261,26 @@ def _kernel_prototype(entry: Entry, symbol: str) -> str:
     return f"int {symbol}({', '.join(types) or 'void'});"
 
 
-def _wrapper(entry: Entry, kernel: CompiledKernel, library: str) -> str:
-    names = dict(zip(entry.function.dim_symbols(), entry.dim_names))
-    body = []
+def dim_checks(library: str, entry: Entry, names: dict) -> list[str]:
+    """The C statements that return status 1 for a negative dim and 3 for dims that
+    break one of the function's checks (`names`: dim symbol → C parameter)."""
+    lines = []
     if entry.dim_names:
         negative = " || ".join(f"{d} < 0" for d in entry.dim_names)
-        body.append(f"    if ({negative})\n        return {status_macro(library, 1)};")
+        lines.append(f"    if ({negative})\n        return {status_macro(library, 1)};")
     for check in entry.function.checks:
         relation = "!=" if check.kind == "eq" else "<"
         left, right = c_dim(check.left, names), c_dim(check.right, names)
-        body.append(
+        lines.append(
             f"    if ({left} {relation} {right}) /* {_comment(check.where)} */\n"
             f"        return {status_macro(library, 3)};"
         )
+    return lines
+
+
+def _wrapper(entry: Entry, kernel: CompiledKernel, library: str) -> str:
+    names = dict(zip(entry.function.dim_symbols(), entry.dim_names))
+    body = dim_checks(library, entry, names)
     args = list(entry.dim_names) + list(entry.input_names) + list(entry.output_names)
     body.append(f"    return {kernel.symbol}({', '.join(args)});")
     return signature(entry) + "\n{\n" + "\n".join(body) + "\n}\n"

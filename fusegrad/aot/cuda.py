@@ -35,7 +35,7 @@ from ..runtime.cuda import driver
 from . import csource
 from .build import library_name
 from .collect import BuildError, collect, load_module
-from .csource import C_TYPES, c_dim, status_macro
+from .csource import c_dim, status_macro
 
 DEFAULT_ARCHS = ("sm_80", "sm_90")
 ERR_CUDA = 5  # a status beyond the CPU build's (csource.STATUSES)
@@ -413,26 +413,12 @@ def _function_source(library: str, entry, cuda, images) -> str:
     return "\n\n".join(parts)
 
 
-def _checks(library: str, entry, names) -> list[str]:
-    lines = []
-    if entry.dim_names:
-        negative = " || ".join(f"{d} < 0" for d in entry.dim_names)
-        lines.append(f"    if ({negative})\n        return {status_macro(library, 1)};")
-    for check in entry.function.checks:
-        relation = "!=" if check.kind == "eq" else "<"
-        lines.append(
-            f"    if ({c_dim(check.left, names)} {relation} {c_dim(check.right, names)})"
-            f" /* {csource._comment(check.where)} */\n        return {status_macro(library, 3)};"
-        )
-    return lines
-
-
 def _exported(library: str, entry, names, device: bool) -> str:
     """`name_device`: pointers passed through; `name`: copies in, runs, copies out."""
     params, outputs = entry.function.params, entry.function.outputs
     n_in, n_out = max(1, len(params)), max(1, len(outputs))
     signature = csource.signature(_device_entry(entry) if device else entry)
-    body = _checks(library, entry, names)
+    body = csource.dim_checks(library, entry, names)
     body.append(
         "    CUresult fg__result = fg_start();\n"
         "    if (fg__result)\n        return fg_fail(fg__result);"
