@@ -8,6 +8,10 @@
         ─ symmetric_products (Bᵀ diag(s) B: one triangle, mirrored)
         ─ plan_buffers (scratch with disjoint lifetimes shares memory) ─ loop IR
 
+The CUDA target (compiler/cuda) takes the same graph passes and its own loop passes:
+no row blocking (SIMD lanes are a CPU matter) and no library products; the serial
+combine of chunk partials is split so that a GPU runs it in parallel.
+
 Later passes (simplification, fusion across reductions, BLAS calls) slot into
 these lists; a reader sees the whole compiler here.
 """
@@ -15,6 +19,7 @@ these lists; a reader sees the whole compiler here.
 from __future__ import annotations
 
 from .block_rows import block_rows
+from .cuda.combines import split_combines
 from .fuse_loops import fuse_loops
 from .ir import Function
 from .loopir import Program
@@ -27,6 +32,8 @@ from .verify import verify
 
 GRAPH_PASSES = [simplify, verify]
 LOOP_PASSES = [fuse_loops, parallelize, block_rows, symmetric_products, plan_buffers]
+CUDA_LOOP_PASSES = [fuse_loops, parallelize, split_combines, plan_buffers]
+TARGETS = {"cpu": LOOP_PASSES, "cuda": CUDA_LOOP_PASSES}
 
 
 def optimize_graph(function: Function) -> Function:
@@ -35,9 +42,10 @@ def optimize_graph(function: Function) -> Function:
     return function
 
 
-def to_loop_ir(function: Function, blas: bool = False) -> Program:
-    """The loop IR of a traced function; `blas`: matrix–matrix products call BLAS."""
-    program = lower(optimize_graph(function), blas=blas)
-    for loop_pass in LOOP_PASSES:
+def to_loop_ir(function: Function, blas: bool = False, target: str = "cpu") -> Program:
+    """The loop IR of a traced function for `target` ("cpu" or "cuda"); `blas`:
+    matrix–matrix products call BLAS (CPU only)."""
+    program = lower(optimize_graph(function), blas=blas and target == "cpu")
+    for loop_pass in TARGETS[target]:
         program = loop_pass(program)
     return program

@@ -260,14 +260,15 @@ def value_grad_hessian(fn=None, wrt=0):
     return both_fn
 
 
-def compile_hessian(fn=None, *, wrt=0):
+def compile_hessian(fn=None, *, wrt=0, target: str = "cpu"):
     """Compile `f` into one kernel returning `(value, gradient, hessian)` (Newton's method
-    needs all three; they share the forward pass)."""
+    needs all three; they share the forward pass); `target` as in `compile`."""
     if fn is None:
-        return functools.partial(compile_hessian, wrt=wrt)
+        return functools.partial(compile_hessian, wrt=wrt, target=target)
     if isinstance(wrt, (tuple, list)):
         raise FusegradError("compile_hessian: wrt names one parameter (a Hessian of several "
                             "parameters is a block matrix: flatten them into one array)")
     from .api import compile
 
-    return compile(value_grad_hessian(fn, wrt=wrt), name=getattr(fn, "__name__", None))
+    return compile(value_grad_hessian(fn, wrt=wrt), name=getattr(fn, "__name__", None),
+                   target=target)

@@ -6,7 +6,6 @@ Tests that need a real GPU are marked `gpu` and skip when no driver is present.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -664,15 +663,3 @@ def test_gpu_benchmark_dry_run_on_the_emulated_device(emulated, tmp_path):
     )  # fmt: skip
     table = output.read_text()
     assert table.count("| fusegrad cuda |") == 4 and "GB/s" in table
-
-
-def test_without_the_renderer_target_cuda_is_one_clear_error():
-    import importlib.util
-
-    if importlib.util.find_spec("fusegrad.compiler.cuda") is not None:
-        pytest.skip("the CUDA C renderer is present")
-    f = fg.compile_grad(lambda x: np.sum(x * x), target="cuda")
-    with pytest.raises(fg.FusegradError, match="not yet the CUDA C renderer"):
-        f(np.ones(3))
-    with pytest.raises(fg.FusegradError, match="not yet the CUDA C renderer"):
-        f.cuda_source(np.ones(3))

@@ -26,6 +26,7 @@ import numpy as np
 
 from .. import __version__
 from ..compiler import symbolic
+from ..compiler.c_dims import c_dim, dim_helpers
 from ..compiler.symbolic import Dim
 from .codegen import CompiledKernel, Target
 from .collect import Entry
@@ -46,28 +47,6 @@ def status_macro(library: str, code: int) -> str:
 
 
 # -- C expressions of dims ----------------------------------------------------------------
-def c_dim(dim, names: dict[str, str]) -> str:
-    """An int64_t C expression for a dim, in terms of the C dim parameters `names`."""
-    if isinstance(dim, int):
-        return f"INT64_C({dim})"
-    terms = []
-    for monomial, coeff in dim.terms:
-        factors = [_c_atom(atom, names) for atom in monomial]
-        if coeff != 1 or not factors:
-            factors.insert(0, f"INT64_C({coeff})")
-        terms.append(" * ".join(factors))
-    if not terms:
-        return "INT64_C(0)"
-    return terms[0] if len(terms) == 1 else "(" + " + ".join(terms) + ")"
-
-
-def _c_atom(atom, names) -> str:
-    if atom.kind == "sym":
-        return names[atom.args[0]]
-    args = [c_dim(a, names) if isinstance(a, Dim) else f"INT64_C({a})" for a in atom.args]
-    return f"dim_{atom.kind}({args[0]}, {args[1]})"  # floordiv, max, min: static helpers
-
-
 def doc_dim(dim, names: dict[str, str]) -> str:
     """A dim as the header's comments show it (`n`, `n - 1`, `max(0, n - 1)`)."""
     if isinstance(dim, int):
@@ -304,22 +283,7 @@ void {library}_fg_set_num_threads(int n);
 int {library}_fg_get_num_threads(void);
 
 /* Python's floor division and max/min of dims, for the checks below. */
-static inline int64_t dim_floordiv(int64_t a, int64_t b)
-{{
-    int64_t q = a / b;
-    return (a % b != 0 && (a < 0) != (b < 0)) ? q - 1 : q;
-}}
-
-static inline int64_t dim_max(int64_t a, int64_t b)
-{{
-    return a > b ? a : b;
-}}
-
-static inline int64_t dim_min(int64_t a, int64_t b)
-{{
-    return a < b ? a : b;
-}}
-
+{dim_helpers()}
 const char *{library}_strerror(int status)
 {{
     switch (status) {{

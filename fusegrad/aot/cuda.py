@@ -30,12 +30,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import __version__
+from ..compiler.c_dims import c_dim, dim_helpers
 from ..compiler.errors import FusegradError
 from ..runtime.cuda import driver
 from . import csource
 from .build import library_name
 from .collect import BuildError, collect, load_module
-from .csource import c_dim, status_macro
+from .csource import status_macro
 
 DEFAULT_ARCHS = ("sm_80", "sm_90")
 ERR_CUDA = 5  # a status beyond the CPU build's (csource.STATUSES)
@@ -325,16 +326,7 @@ static CUresult fg_launch(CUfunction function, int64_t grid, unsigned int block,
     return cuLaunchKernel(function, (unsigned int)grid, 1, 1, block, 1, 1, shared, 0, params, 0);
 }
 
-static inline int64_t dim_floordiv(int64_t a, int64_t b)
-{
-    int64_t quotient = a / b;
-    int rounds_up = a % b != 0 && (a < 0) != (b < 0);
-    return rounds_up ? quotient - 1 : quotient;
-}
-
-static inline int64_t dim_max(int64_t a, int64_t b) { return a < b ? b : a; }
-static inline int64_t dim_min(int64_t a, int64_t b) { return b < a ? b : a; }
-"""
+""" + dim_helpers()
 
 
 def _byte_array(name: str, data: bytes) -> str:

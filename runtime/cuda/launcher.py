@@ -20,7 +20,6 @@ CUDA C compiled by g++, so `target="cuda"` is tested end to end without a GPU.
 from __future__ import annotations
 
 import functools
-import inspect
 import math
 import os
 import threading
@@ -71,36 +70,17 @@ def to_device(array, device=None) -> DeviceArray:
 
 
 def to_loop_ir(function):
-    """The loop IR the CUDA renderer takes: no BLAS calls (matrix products become
-    generated tiled kernels); the pipeline's CUDA loop passes where it has them."""
-    parameters = inspect.signature(pipeline.to_loop_ir).parameters
-    if "target" in parameters:
-        return pipeline.to_loop_ir(function, blas=False, target="cuda")
-    return pipeline.to_loop_ir(function, blas=False)
-
-
-def _renderer():
-    """`compiler.cuda.render.render_cuda`, or one clear error where this version of
-    fusegrad does not have the CUDA C renderer (the runtime half of the CUDA backend
-    came first; see the README's CUDA section)."""
-    try:
-        from ...compiler.cuda.render import render_cuda
-    except ModuleNotFoundError as exc:
-        if "compiler.cuda" not in str(exc.name):
-            raise
-        raise FusegradError(
-            "target='cuda': this version of fusegrad has the CUDA runtime (NVRTC, driver, "
-            "device arrays) but not yet the CUDA C renderer (fusegrad.compiler.cuda); "
-            "use target='cpu'"
-        ) from None
-    return render_cuda
+    """The loop IR the CUDA renderer takes: the pipeline's CUDA loop passes, no BLAS
+    calls (matrix products are generated loops)."""
+    return pipeline.to_loop_ir(function, blas=False, target="cuda")
 
 
 class CudaKernel:
     """One specialization for the CUDA target: its loop program and CUDA program."""
 
     def __init__(self, function, tree):
-        render_cuda = _renderer()
+        from ...compiler.cuda.render import render_cuda
+
         self.function = function
         self.tree = tree
         self.program = to_loop_ir(function)

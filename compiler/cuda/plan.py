@@ -1,0 +1,195 @@
+"""Which kernel runs each top-level statement of a loop program on a GPU.
+
+A program's top-level statements run in order, each as one or more kernel launches on
+the default stream (so each launch sees the previous one's writes):
+
+- `GridLoop`: a parallel loop (its iterations independent, `parallelize` proved it) or a
+  fill: one thread per iteration, blocks of `BLOCK` threads. Inner loops run serially
+  in the thread.
+- `ChunkReduction`: a parallel loop over the chunks of a reduction whose chunk body is
+  "initialize accumulators, one flat loop over the chunk's elements, store the
+  partials": one block per chunk. The block's threads stride the chunk's elements
+  (neighbouring threads read neighbouring elements), each accumulating its own partial;
+  a tree reduction in shared memory combines the threads' partials in a fixed order,
+  and thread 0 stores the chunk's partial. No float atomics: the result is the same on
+  every run.
+- `Combine`: a serial loop that only updates top-level accumulators (the combine of
+  the chunks' partials): one block, the same strided accumulation and tree reduction,
+  then thread 0 folds the result into the accumulator.
+- `Serial`: everything else (top-level stores, accumulator set-up, loops with
+  recurrences), consecutive statements in one single-thread kernel.
+
+Top-level accumulators live across launches, so they live in device memory: one
+one-element scratch buffer each (`Slot`); accumulators set up inside a kernel's
+statements are registers of the thread.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .. import symbolic
+from ..errors import CompileError
+from ..loop_walk import walk
+from ..loopir import AccInit, AccRef, AccUpdate, Apply, Block, Buffer, Const, Gemm, Loop, Store
+
+#: Threads per block of the grid and reduction kernels (a power of two: the tree
+#: reduction halves it).
+BLOCK = 256
+
+
+@dataclass
+class GridLoop:
+    loop: Loop
+
+
+@dataclass
+class ChunkReduction:
+    loop: Loop  # over the chunks: blockIdx.x
+    inits: list  # AccInit of the chunk's accumulators
+    inner: Loop  # flat, over the chunk's elements: threadIdx.x + k·BLOCK
+    finals: list  # stores of the partials, by thread 0
+
+
+@dataclass
+class Combine:
+    loop: Loop  # its body: AccUpdates of top-level accumulators only
+
+
+@dataclass
+class Serial:
+    stmts: list = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Launch:
+    """One kernel launch: `grid` blocks (a dim expression) of `block` threads;
+    `args` are names of dims and buffers, in the kernel's parameter order."""
+
+    kernel: str
+    grid: object
+    block: int
+    shared_bytes: int
+    args: tuple
+
+
+@dataclass
+class CudaProgram:
+    """A loop program as CUDA C: one translation unit and the launches of a call.
+
+    `scratch` holds the program's scratch buffers and the accumulator slots; a call
+    allocates them (uninitialized) before the first launch and frees them after the
+    last."""
+
+    name: str
+    source: str
+    dims: list
+    inputs: list
+    outputs: list
+    scratch: list
+    steps: list
+
+
+def flatten_blocks(stmts) -> list:
+    flat = []
+    for stmt in stmts:
+        flat.extend(flatten_blocks(stmt.body) if isinstance(stmt, Block) else [stmt])
+    return flat
+
+
+def slots(stmts) -> dict:
+    """Top-level accumulator → its one-element scratch buffer."""
+    return {
+        s.acc: Buffer(f"fg_acc_{s.acc.name}", s.acc.dtype, (), "scratch")
+        for s in stmts
+        if isinstance(s, AccInit)
+    }
+
+
+def plan(stmts, top_level_accs) -> list:
+    """The kernels of a flat list of top-level statements, in order."""
+    kernels = []
+    for stmt in stmts:
+        if isinstance(stmt, Gemm):
+            raise CompileError(
+                "the CUDA renderer has no matrix-product library call: lower the program "
+                "with blas=False (the CUDA pipeline does)"
+            )
+        kernel = _kernel_of(stmt, top_level_accs)
+        if kernel is None:
+            if not kernels or not isinstance(kernels[-1], Serial):
+                kernels.append(Serial())
+            kernels[-1].stmts.append(stmt)
+        else:
+            kernels.append(kernel)
+    return kernels
+
+
+def _kernel_of(stmt, top_level_accs):
+    if not isinstance(stmt, Loop):
+        return None
+    if stmt.kind == "parallel":
+        return _chunk_reduction(stmt) or GridLoop(stmt)
+    if _is_fill(stmt):
+        return GridLoop(stmt)
+    if _is_combine(stmt, top_level_accs):
+        return Combine(stmt)
+    return None
+
+
+def _chunk_reduction(loop: Loop):
+    """inits, one flat inner loop whose stores each go to an element of their own,
+    and stores of the partials (values of the chunk's accumulators, loads and dims)."""
+    body = loop.body
+    inits = [s for s in body if isinstance(s, AccInit)]
+    loops = [s for s in body if isinstance(s, Loop)]
+    if len(loops) != 1 or not inits:
+        return None
+    inner = loops[0]
+    position = body.index(inner)
+    if body[:position] != inits or any(not isinstance(s, Store) for s in body[position + 1:]):
+        return None
+    if any(isinstance(s, (Loop, Block, Gemm)) for s in walk(inner.body)):
+        return None
+    # A store whose index does not move with the element would be written by every
+    # thread (a chunk-private row that `parallelize` shrank): not for a block.
+    for s in walk(inner.body):
+        if isinstance(s, Store) and inner.var not in _symbols(s.index):
+            return None
+    reduced = {s.acc for s in inits}
+    local = {s.acc for s in walk(inner.body) if isinstance(s, AccInit)}
+    if any(isinstance(s, AccUpdate) and s.acc not in reduced | local for s in walk(inner.body)):
+        return None
+    finals = body[position + 1:]
+    for s in finals:
+        if any(ref.acc not in reduced for ref in _acc_refs(s.value)):
+            return None
+    return ChunkReduction(loop, inits, inner, finals)
+
+
+def _is_fill(loop: Loop) -> bool:
+    """for i: b[i] = constant, each iteration its own element."""
+    return bool(loop.body) and all(
+        isinstance(s, Store) and isinstance(s.value, Const) and loop.var in _symbols(s.index)
+        for s in loop.body
+    )
+
+
+def _is_combine(loop: Loop, top_level_accs) -> bool:
+    """A loop of updates of top-level accumulators by values that read no accumulator."""
+    return bool(loop.body) and all(
+        isinstance(s, AccUpdate) and s.acc in top_level_accs and not list(_acc_refs(s.value))
+        for s in loop.body
+    )
+
+
+def _acc_refs(expr):
+    if isinstance(expr, AccRef):
+        yield expr
+    elif isinstance(expr, Apply):
+        for arg in expr.args:
+            yield from _acc_refs(arg)
+
+
+def _symbols(index) -> list:
+    return [] if isinstance(index, int) else symbolic.as_dim(index).symbols()
