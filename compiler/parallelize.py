@@ -34,21 +34,30 @@ from .loopir import (AccInit, Accumulator, AccRef, AccUpdate, Apply, Buffer, Con
 
 CHUNK = 4096
 CHUNK_ROWS = 64
+#: A GPU wants many more threads in flight than a CPU has cores: where a chunk is
+#: one thread's serial work (rows with inner loops), the CUDA pipeline cuts smaller
+#: chunks (more partials to combine, which it combines in parallel).
+GPU_CHUNK_ROWS = 16
 _COMBINE_OPS = {"add": "add", "maximum": "max", "minimum": "min"}  # Apply op → its identity
 _IDENTITY = {"add": 0.0, "max": float("-inf"), "min": float("inf")}
 
 
-def parallelize(program: Program) -> Program:
+def parallelize(program: Program, chunk_rows: int = CHUNK_ROWS) -> Program:
     scratch = list(program.scratch)
     body = []
     for k, stmt in enumerate(program.body):
         if isinstance(stmt, Loop):
             rest = effects_of(program.body[:k] + program.body[k + 1:])
             rows = _row_private_buffers(stmt, set(program.scratch), rest)
-            body.extend(_parallel_loop(stmt, scratch, k, rows))
+            body.extend(_parallel_loop(stmt, scratch, k, rows, chunk_rows))
         else:
             body.append(stmt)
     return Program(program.name, program.dims, program.inputs, program.outputs, scratch, body)
+
+
+def parallelize_for_gpu(program: Program) -> Program:
+    """`parallelize` with the GPU's chunks of rows (GPU_CHUNK_ROWS)."""
+    return parallelize(program, chunk_rows=GPU_CHUNK_ROWS)
 
 
 def _row_private_buffers(loop: Loop, scratch: set, rest) -> set:
@@ -90,7 +99,7 @@ def _accumulated_buffers(loop: Loop):
     return reduced
 
 
-def _parallel_loop(loop: Loop, scratch: list, number: int, rows: set) -> list:
+def _parallel_loop(loop: Loop, scratch: list, number: int, rows: set, chunk_rows: int) -> list:
     if _is_fill(loop):
         return [loop]  # LLVM makes it a memset: faster to compile and to run than a region
     effects = effects_of([loop])
@@ -103,7 +112,8 @@ def _parallel_loop(loop: Loop, scratch: list, number: int, rows: set) -> list:
         return [loop]
     if not crossing and not reduced:
         return [Loop(loop.var, loop.extent, loop.body, "parallel")]
-    return _chunked(loop, sorted(crossing, key=lambda a: a.name), reduced, scratch, number, rows)
+    crossing = sorted(crossing, key=lambda a: a.name)
+    return _chunked(loop, crossing, reduced, scratch, number, rows, chunk_rows)
 
 
 def _is_fill(loop: Loop) -> bool:
@@ -111,8 +121,8 @@ def _is_fill(loop: Loop) -> bool:
     return all(isinstance(s, Store) and isinstance(s.value, Const) for s in loop.body)
 
 
-def _chunked(loop, crossing, reduced, scratch, number, rows):
-    size = CHUNK_ROWS if any(isinstance(s, Loop) for s in walk(loop.body)) else CHUNK
+def _chunked(loop, crossing, reduced, scratch, number, rows, chunk_rows):
+    size = chunk_rows if any(isinstance(s, Loop) for s in walk(loop.body)) else CHUNK
     chunks = symbolic.simplify((symbolic.as_dim(loop.extent) + (size - 1)) // size)
     c = loop_var(1000 + 2 * number)
     j = loop_var(1001 + 2 * number)

@@ -24,15 +24,16 @@ from .fuse_loops import fuse_loops
 from .ir import Function
 from .loopir import Program
 from .lower import lower
-from .parallelize import parallelize
+from .parallelize import parallelize, parallelize_for_gpu
 from .plan_buffers import plan_buffers
 from .simplify import simplify
 from .symmetric_products import symmetric_products
 from .verify import verify
 
+
 GRAPH_PASSES = [simplify, verify]
 LOOP_PASSES = [fuse_loops, parallelize, block_rows, symmetric_products, plan_buffers]
-CUDA_LOOP_PASSES = [fuse_loops, parallelize, split_combines, plan_buffers]
+CUDA_LOOP_PASSES = [fuse_loops, parallelize_for_gpu, split_combines, plan_buffers]
 TARGETS = {"cpu": LOOP_PASSES, "cuda": CUDA_LOOP_PASSES}
 
 

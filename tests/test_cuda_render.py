@@ -366,10 +366,39 @@ def test_split_combines_makes_buffer_combines_parallel():
     assert [type(s).__name__ for s in split] == ["AccInit", "Loop", "Loop"]
     assert split[1].kind == "serial" and split[1].body == [combine.body[0]]
     assert split[2].kind == "parallel" and split[2].var == k.name
-    assert split[2].body[0].var == c.name  # the chunks, in order, inside each element's thread
+    # each element: a reduction over the chunks of its own, a block on the GPU
+    init, chunks, total = split[2].body
+    assert isinstance(init, L.AccInit) and chunks.var == c.name and isinstance(total, L.Store)
+    assert kinds(L.Program("p", ["n", "m"], [], [g], [partials, p_acc], split)) == [
+        "Serial", "Combine", "ChunkReduction"]
+    g_value = np.arange(3.0)
+    P = np.random.default_rng(0).standard_normal((50, 3))
+    p_sums = np.random.default_rng(1).standard_normal(50)
+    if shutil.which("g++") is not None:
+        from fusegrad.runtime.cuda.emulate import EmulatedDevice
+
+        program_io = L.Program("combine", ["n", "m"],
+                               [buf("P", "float64", (n, m), "input"),
+                                buf("p_acc", "float64", (n,), "input"),
+                                buf("g0", "float64", (m,), "input")],
+                               [g, buf("s_out", "float64", (), "output")], [], [])
+        P_in, pacc_in, g0 = program_io.inputs
+        body = [L.AccInit(acc), L.Loop(k.name, m, [L.Store(g, k, L.Load(g0, k))], "parallel")]
+        body += rewrite_loads(split[1:], {partials: P_in, p_acc: pacc_in})
+        body.append(L.Store(program_io.outputs[1], 0, L.AccRef(acc)))
+        program_io.body = body
+        result, total_sum = run(EmulatedDevice(), program_io, {"n": 50, "m": 3}, P, p_sums, g_value)
+        np.testing.assert_allclose(result, g_value + P.sum(axis=0), rtol=1e-13)
+        assert total_sum == pytest.approx(p_sums.sum(), rel=1e-13)
     # an update that reads the combined buffer depends on it: left alone
     combine.body[0] = L.AccUpdate(acc, L.Load(g, 0))
     assert split_combines(program).body[1] is combine
+
+
+def rewrite_loads(stmts, replacement):
+    from fusegrad.compiler.loop_walk import rewrite
+
+    return rewrite(stmts, load=lambda e: L.Load(replacement.get(e.buffer, e.buffer), e.index))
 
 
 # -- generated text ---------------------------------------------------------------------------

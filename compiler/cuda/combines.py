@@ -8,20 +8,27 @@ is split by what it combines:
     for c in range(C):                           for c in range(C):          # serial
         acc += P_acc[c]                              acc += P_acc[c]
         for k in range(K):                 →     for k in range(K):          # parallel
-            g[k] = g[k] + P_g[c·K + k]               for c in range(C):
-                                                         g[k] = g[k] + P_g[c·K + k]
+            g[k] = g[k] + P_g[c·K + k]               s = 0
+                                                     for c in range(C):
+                                                         s += P_g[c·K + k]
+                                                     g[k] = g[k] + s
 
 The accumulator's loop stays a loop of accumulator updates only, which the renderer
-runs as one block's tree reduction (compiler/cuda/plan.py); each element of a combined
-buffer gets a thread that adds its partials in chunk order. The split is legal because
-the statements of the body touch disjoint data: each accumulator and each buffer is
-combined by one statement, and no statement reads what another one writes.
+runs as one block's tree reduction; each element of a combined buffer becomes a
+reduction of its own over the chunks, which the renderer gives a block
+(compiler/cuda/plan.py: a `ChunkReduction`). The partials are summed in a fixed
+tree order instead of chunk order: the same bits on every run, though not the CPU's.
+The split is legal because the statements of the body touch disjoint data: each
+accumulator and each buffer is combined by one statement, and no statement reads what
+another one writes.
 """
 
 from __future__ import annotations
 
 from ..loop_walk import accumulation_op, effects_of, loads_in, walk
-from ..loopir import AccUpdate, Loop, Program, Store
+from ..loopir import AccInit, Accumulator, AccRef, AccUpdate, Apply, Loop, Program, Store
+
+_ACC_OPS = {"add": "add", "maximum": "max", "minimum": "min"}  # accumulation op → acc op
 
 
 def split_combines(program: Program) -> Program:
@@ -49,9 +56,23 @@ def _split(loop: Loop):
             return None
     result = [Loop(loop.var, loop.extent, updates, "serial")] if updates else []
     for row in rows:
-        inner = Loop(loop.var, loop.extent, row.body, "serial")
-        result.append(Loop(row.var, row.extent, [inner], "parallel"))
+        result.append(_element_reductions(row, loop))
     return result
+
+
+def _element_reductions(row: Loop, loop: Loop) -> Loop:
+    """for k: b[idx] = op(b[idx], v)  →  for k: s = id; for c: s op= v; b[idx] = op(b[idx], s)"""
+    store = row.body[0]
+    op = accumulation_op(store)
+    partial = Accumulator(f"{store.buffer.name}_sum", _ACC_OPS[op], store.buffer.dtype)
+    (value,) = store.value.args[1:]
+    total = Apply(op, (store.value.args[0], AccRef(partial)), store.value.dtype)
+    body = [
+        AccInit(partial),
+        Loop(loop.var, loop.extent, [AccUpdate(partial, value)], "serial"),
+        Store(store.buffer, store.index, total),
+    ]
+    return Loop(row.var, row.extent, body, "parallel")
 
 
 def _combines_a_row(row: Loop, chunk_var: str) -> bool:
