@@ -9,8 +9,9 @@
         ─ plan_buffers (scratch with disjoint lifetimes shares memory) ─ loop IR
 
 The CUDA target (compiler/cuda) takes the same graph passes and its own loop passes:
-no row blocking (SIMD lanes are a CPU matter) and no library products; the serial
-combine of chunk partials is split so that a GPU runs it in parallel.
+no row blocking (SIMD lanes are a CPU matter), smaller chunks of rows, and the serial
+combine of chunk partials split so that a GPU runs it in parallel. Its matrix–matrix
+products are always `Gemm` statements, which the CUDA renderer makes tiled kernels.
 
 Later passes (simplification, fusion across reductions, BLAS calls) slot into
 these lists; a reader sees the whole compiler here.
@@ -45,8 +46,8 @@ def optimize_graph(function: Function) -> Function:
 
 def to_loop_ir(function: Function, blas: bool = False, target: str = "cpu") -> Program:
     """The loop IR of a traced function for `target` ("cpu" or "cuda"); `blas`:
-    matrix–matrix products call BLAS (CPU only)."""
-    program = lower(optimize_graph(function), blas=blas and target == "cpu")
+    matrix–matrix products are `Gemm` statements (BLAS calls) on the CPU."""
+    program = lower(optimize_graph(function), blas=blas or target == "cuda")
     for loop_pass in TARGETS[target]:
         program = loop_pass(program)
     return program

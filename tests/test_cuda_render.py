@@ -17,7 +17,6 @@ from fusegrad.compiler.cuda import plan
 from fusegrad.compiler.cuda.combines import split_combines
 from fusegrad.compiler.cuda.ops import CUDA_OPS, constant
 from fusegrad.compiler.cuda.render import render_cuda
-from fusegrad.compiler.errors import CompileError
 from fusegrad.runtime.cuda.execute import execute
 from test_llvm_render import BINARY, COMPARE, NUMPY, SPECIALS, UNARY, _check
 
@@ -178,6 +177,7 @@ def all_programs():
         programs += [unary_program(dtype), binary_program(dtype), row_sums_program(dtype),
                      select_program(dtype), constants_program(dtype)[0]]
         programs += [chunked_sum_program(op, dtype) for op in ("add", "max", "min")]
+        programs += [gemm_program(ta, tb, dtype) for ta in (0, 1) for tb in (0, 1)]
     return programs
 
 
@@ -342,12 +342,28 @@ def test_fills_are_grid_loops_and_serial_statements_merge():
     assert kinds(L.Program("f", ["n"], [], [out, total], body=body)) == ["GridLoop", "Serial"]
 
 
-def test_matrix_product_calls_are_refused_with_the_reason():
-    a = buf("a", "float64", (n, n), "input")
-    c = buf("c", "float64", (n, n), "output")
-    program = L.Program("g", ["n"], [a], [c], body=[L.Gemm(c, a, a, n, n, n)])
-    with pytest.raises(CompileError, match="blas=False"):
-        render_cuda(program)
+def gemm_program(trans_a, trans_b, dtype="float64"):
+    kk = symbolic.Dim.symbol("k")
+    a = buf("a", dtype, (kk, n) if trans_a else (n, kk), "input")
+    b = buf("b", dtype, (m, kk) if trans_b else (kk, m), "input")
+    c = buf("c", dtype, (n, m), "output")
+    name = f"gemm_{int(trans_a)}{int(trans_b)}_{dtype}"
+    return L.Program(name, ["n", "m", "k"], [a, b], [c],
+                     body=[L.Gemm(c, a, b, n, m, kk, trans_a, trans_b)])
+
+
+@pytest.mark.parametrize("trans_a", [False, True])
+@pytest.mark.parametrize("trans_b", [False, True])
+@pytest.mark.parametrize("shape", [(1, 1, 1), (17, 33, 16), (40, 5, 70), (3, 4, 0)])
+def test_tiled_matrix_products(device, trans_a, trans_b, shape):
+    rows, cols, inner = shape
+    rng = np.random.default_rng(inner)
+    A, B = rng.standard_normal((rows, inner)), rng.standard_normal((inner, cols))
+    a = np.ascontiguousarray(A.T) if trans_a else A
+    b = np.ascontiguousarray(B.T) if trans_b else B
+    (c,) = run(device, gemm_program(trans_a, trans_b), {"n": rows, "m": cols, "k": inner}, a, b)
+    np.testing.assert_allclose(c, A @ B, rtol=1e-12, atol=1e-12)
+    assert kinds(gemm_program(trans_a, trans_b)) == ["TiledGemm"]
 
 
 def test_split_combines_makes_buffer_combines_parallel():

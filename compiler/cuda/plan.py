@@ -16,6 +16,8 @@ the default stream (so each launch sees the previous one's writes):
 - `Combine`: a serial loop that only updates top-level accumulators (the combine of
   the chunks' partials): one block, the same strided accumulation and tree reduction,
   then thread 0 folds the result into the accumulator.
+- `TiledGemm`: a matrix product, C = A·B: one block per 16×16 tile of C, the tiles of
+  A and B it needs staged through shared memory; each element sums over k in order.
 - `Serial`: everything else (top-level stores, accumulator set-up, loops with
   recurrences), consecutive statements in one single-thread kernel.
 
@@ -29,7 +31,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .. import symbolic
-from ..errors import CompileError
 from ..loop_walk import walk
 from ..loopir import AccInit, AccRef, AccUpdate, Apply, Block, Buffer, Const, Gemm, Loop, Store
 
@@ -54,6 +55,11 @@ class ChunkReduction:
 @dataclass
 class Combine:
     loop: Loop  # its body: AccUpdates of top-level accumulators only
+
+
+@dataclass
+class TiledGemm:
+    gemm: Gemm
 
 
 @dataclass
@@ -110,11 +116,6 @@ def plan(stmts, top_level_accs) -> list:
     """The kernels of a flat list of top-level statements, in order."""
     kernels = []
     for stmt in stmts:
-        if isinstance(stmt, Gemm):
-            raise CompileError(
-                "the CUDA renderer has no matrix-product library call: lower the program "
-                "with blas=False (the CUDA pipeline does)"
-            )
         kernel = _kernel_of(stmt, top_level_accs)
         if kernel is None:
             if not kernels or not isinstance(kernels[-1], Serial):
@@ -126,6 +127,8 @@ def plan(stmts, top_level_accs) -> list:
 
 
 def _kernel_of(stmt, top_level_accs):
+    if isinstance(stmt, Gemm):
+        return TiledGemm(stmt)
     if not isinstance(stmt, Loop):
         return None
     if stmt.kind == "parallel":

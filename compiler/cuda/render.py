@@ -28,7 +28,11 @@ from ..loopir import (AccInit, AccRef, AccUpdate, Apply, Const, DimValue, Load, 
                       Store, is_loop_var)
 from . import plan as planning
 from .ops import ACC_UPDATE, C_TYPES, CUDA_OPS, HELPERS, VALUE_TYPES, constant, identity
-from .plan import BLOCK, ChunkReduction, Combine, CudaProgram, GridLoop, Launch, Serial
+from .plan import (BLOCK, ChunkReduction, Combine, CudaProgram, GridLoop, Launch, Serial,
+                   TiledGemm)
+
+#: The side of a matrix-product tile: TILE² threads per block, one per element of C.
+TILE = 16
 
 PREAMBLE = f"""\
 /* FG_EACH_THREAD {{ ... }} is what each thread of a block runs between two barriers,
@@ -109,6 +113,9 @@ class _KernelWriter:
         if isinstance(kernel, Combine):
             self._combine(kernel.loop)
             return self._finish(1, BLOCK)
+        if isinstance(kernel, TiledGemm):
+            grid = self._tiled_gemm(kernel.gemm)
+            return self._finish(grid, TILE * TILE)
         assert isinstance(kernel, Serial), kernel
         self._each_thread(kernel.stmts, lambda: self.statements(kernel.stmts))
         return self._finish(1, 1)
@@ -163,6 +170,66 @@ class _KernelWriter:
         self.block("if (threadIdx.x == 0)", fold)
         self.depth -= 1
         self.emit("}")
+
+    def _tiled_gemm(self, gemm):
+        """C = A·B, one block per TILE×TILE tile of C (row-major tile numbering).
+
+        Per step of TILE along k, the block stages A[rows, k…] and B[k…, cols] in shared
+        memory (zeros outside the matrices), then each thread adds its row·column
+        products to its element's running sum, kept in shared memory too so the phases
+        between barriers hold no thread state. Each element sums over k in order."""
+        m, n, k = (self.index(d) for d in (gemm.m, gemm.n, gemm.k))
+        a, b, c = (f"b_{_identifier(x.name)}" for x in (gemm.a, gemm.b, gemm.c))
+        self.reads |= {gemm.a, gemm.b}
+        self.writes.add(gemm.c)
+        t = VALUE_TYPES[gemm.c.dtype]
+        zero = constant(0.0, gemm.c.dtype)
+        # element (i, j) of A and B as stored (row-major, possibly transposed)
+        a_at = (lambda i, j: f"{a}[({j}) * {m} + ({i})]") if gemm.trans_a else (
+            lambda i, j: f"{a}[({i}) * {k} + ({j})]")
+        b_at = (lambda i, j: f"{b}[({j}) * {k} + ({i})]") if gemm.trans_b else (
+            lambda i, j: f"{b}[({i}) * {n} + ({j})]")
+        where = "const long long fg_r = threadIdx.x / {0}, fg_q = threadIdx.x % {0};".format(TILE)
+        self.emit(f"__shared__ {t} fg_a[{TILE}][{TILE + 1}];  /* +1: no bank conflicts */")
+        self.emit(f"__shared__ {t} fg_b[{TILE}][{TILE + 1}];")
+        self.emit(f"__shared__ {t} fg_c[{TILE * TILE}];")
+        self.emit(f"const long long fg_tiles_n = ({n} + {TILE - 1}) / {TILE};")
+        self.emit(f"const long long fg_row0 = (long long)blockIdx.x / fg_tiles_n * {TILE};")
+        self.emit(f"const long long fg_col0 = (long long)blockIdx.x % fg_tiles_n * {TILE};")
+        self.emit(f"FG_EACH_THREAD {{ fg_c[threadIdx.x] = {zero}; }}")
+
+        def step():
+            def stage():
+                self.emit(where)
+                self.emit("const long long fg_i = fg_row0 + fg_r, fg_j = fg_col0 + fg_q;")
+                self.emit("const long long fg_ka = fg_k0 + fg_q, fg_kb = fg_k0 + fg_r;")
+                self.emit(f"fg_a[fg_r][fg_q] = fg_i < {m} && fg_ka < {k} ? "
+                          f"{a_at('fg_i', 'fg_ka')} : {zero};")
+                self.emit(f"fg_b[fg_r][fg_q] = fg_kb < {k} && fg_j < {n} ? "
+                          f"{b_at('fg_kb', 'fg_j')} : {zero};")
+
+            def multiply():
+                self.emit(where)
+                self.emit(f"{t} fg_sum = fg_c[threadIdx.x];")
+                self.emit(f"for (int fg_t = 0; fg_t < {TILE}; ++fg_t)")
+                self.emit("    fg_sum = fg_sum + fg_a[fg_r][fg_t] * fg_b[fg_t][fg_q];")
+                self.emit("fg_c[threadIdx.x] = fg_sum;")
+
+            self.block("FG_EACH_THREAD", stage)
+            self.emit("FG_SYNC;")
+            self.block("FG_EACH_THREAD", multiply)
+            self.emit("FG_SYNC;")
+
+        self.block(f"for (long long fg_k0 = 0; fg_k0 < {k}; fg_k0 += {TILE})", step)
+
+        def store():
+            self.emit(where)
+            self.emit(f"if (fg_row0 + fg_r < {m} && fg_col0 + fg_q < {n})")
+            self.emit(f"    {c}[(fg_row0 + fg_r) * {n} + fg_col0 + fg_q] = fg_c[threadIdx.x];")
+
+        self.block("FG_EACH_THREAD", store)
+        tiles = lambda d: (symbolic.as_dim(d) + TILE - 1) // TILE  # noqa: E731
+        return symbolic.simplify(tiles(gemm.m) * tiles(gemm.n))
 
     def _shared_arrays(self, accs) -> list[str]:
         arrays = []

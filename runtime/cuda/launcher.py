@@ -70,9 +70,9 @@ def to_device(array, device=None) -> DeviceArray:
 
 
 def to_loop_ir(function):
-    """The loop IR the CUDA renderer takes: the pipeline's CUDA loop passes, no BLAS
-    calls (matrix products are generated loops)."""
-    return pipeline.to_loop_ir(function, blas=False, target="cuda")
+    """The loop IR the CUDA renderer takes: the pipeline's CUDA passes (matrix products
+    are Gemm statements, which the renderer makes tiled kernels)."""
+    return pipeline.to_loop_ir(function, target="cuda")
 
 
 class CudaKernel:
