@@ -291,6 +291,25 @@ def _last_launch(library: str) -> list[int]:
     return [int(values[k]) for k in range(16)]
 
 
+def test_device_memory_is_pooled_by_size_class(fake_libcuda):
+    from fusegrad.runtime.cuda.device import POOL_BYTES, CudaDevice, size_class
+
+    device = CudaDevice(driver.Driver(fake_libcuda))
+    assert [size_class(n) for n in (1, 512, 513, 3 << 20)] == [512, 512, 1024, 4 << 20]
+    assert device.alloc(0) == 0
+    first = device.alloc(1000)
+    device.free(first)
+    assert device.alloc(900) == first  # the same class: the kept block, no driver call
+    other = device.alloc(3000)
+    assert other != first
+    device.free(first)
+    device.free(other)
+    assert device.release_memory() == 1024 + 4096
+    big = device.alloc(POOL_BYTES + 1)  # more than the pool keeps: freed to the driver
+    device.free(big)
+    assert device.release_memory() == 0
+
+
 def test_bad_kernel_argument_count_is_named(fake_libcuda, monkeypatch):
     from fusegrad.runtime.cuda.device import CudaDevice
 

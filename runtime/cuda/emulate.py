@@ -76,6 +76,9 @@ class EmulatedDevice:
     def synchronize(self) -> None:
         pass  # launches run to completion before they return
 
+    def release_memory(self) -> int:
+        return 0  # nothing is pooled: freed buffers go back to NumPy at once
+
     # -- kernels -------------------------------------------------------------------
     def load(self, program) -> EmulatedModule:
         with self._lock:
