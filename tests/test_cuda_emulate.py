@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 import fusegrad as fg
 from reference import reference
 from test_cuda_render import one_translation_unit
+from test_cuda_runtime import chain, logistic, needs_nvrtc
 
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="the emulation needs g++")
 
@@ -25,14 +26,6 @@ pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="the emulati
 @pytest.fixture(autouse=True)
 def emulated(monkeypatch):
     monkeypatch.setenv("FUSEGRAD_CUDA_DEVICE", "emulate")
-
-
-def logistic(w, X, y):
-    return np.sum(np.log1p(np.exp(-y * (X @ w))))
-
-
-def chain(x):
-    return np.sum(np.tanh(x) * np.exp(-x * x) + np.log1p(x * x))
 
 
 def row_logsumexp(X):
@@ -161,17 +154,7 @@ def test_random_elementwise_chains_and_gradients(ops, size, dtype):
 
 
 # -- NVRTC -----------------------------------------------------------------------------------
-def _nvrtc_available():
-    from fusegrad.runtime.cuda import nvrtc
-
-    try:
-        nvrtc.version()
-    except Exception:
-        return False
-    return True
-
-
-@pytest.mark.skipif(not _nvrtc_available(), reason="NVRTC not installed")
+@needs_nvrtc
 @pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
 def test_nvrtc_compiles_every_function_here(arch):
     from fusegrad.runtime.cuda import nvrtc

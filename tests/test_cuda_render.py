@@ -18,6 +18,7 @@ from fusegrad.compiler.cuda.combines import split_combines
 from fusegrad.compiler.cuda.ops import CUDA_OPS, constant
 from fusegrad.compiler.cuda.render import render_cuda
 from fusegrad.runtime.cuda.execute import execute
+from test_cuda_runtime import needs_nvrtc
 from test_llvm_render import BINARY, COMPARE, NUMPY, SPECIALS, UNARY, _check
 
 NP_TYPES = {"float64": np.float64, "float32": np.float32, "bool": np.bool_}
@@ -437,17 +438,7 @@ def test_kernel_parameters_are_const_restrict_and_named_after_the_buffers():
 
 
 # -- NVRTC: every program above compiles to CUBIN for sm_80 and sm_90 ----------------------------
-def _nvrtc_available():
-    from fusegrad.runtime.cuda import nvrtc
-
-    try:
-        nvrtc.version()
-    except Exception:
-        return False
-    return True
-
-
-@pytest.mark.skipif(not _nvrtc_available(), reason="NVRTC not installed")
+@needs_nvrtc
 @pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
 def test_nvrtc_compiles_every_program_here(arch):
     from fusegrad.runtime.cuda import nvrtc
