@@ -31,7 +31,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .. import symbolic
-from ..loop_walk import walk
+from ..loop_walk import effects_of, walk
 from ..loopir import AccInit, AccRef, AccUpdate, Apply, Block, Buffer, Const, Gemm, Loop, Store
 
 #: Threads per block of the grid and reduction kernels (a power of two: the tree
@@ -55,6 +55,10 @@ class ChunkReduction:
 @dataclass
 class Combine:
     loop: Loop  # its body: AccUpdates of top-level accumulators only
+    # serial statements run by thread 0 before the reduction and after the fold (one
+    # block: they need no launch of their own)
+    prologue: list = field(default_factory=list)
+    epilogue: list = field(default_factory=list)
 
 
 @dataclass
@@ -115,7 +119,7 @@ def slots(stmts) -> dict:
 def plan(stmts, top_level_accs) -> list:
     """The kernels of a flat list of top-level statements, in order."""
     kernels = []
-    for stmt in stmts:
+    for stmt in _inits_where_used(stmts):
         kernel = _kernel_of(stmt, top_level_accs)
         if kernel is None:
             if not kernels or not isinstance(kernels[-1], Serial):
@@ -123,7 +127,37 @@ def plan(stmts, top_level_accs) -> list:
             kernels[-1].stmts.append(stmt)
         else:
             kernels.append(kernel)
-    return kernels
+    return _serial_into_combines(kernels)
+
+
+def _inits_where_used(stmts) -> list:
+    """The statements with each top-level AccInit moved down to just before the first
+    statement that uses its accumulator (the init of a reduction's total then sits next
+    to the combine that needs it, not before the chunk loop)."""
+    result = list(stmts)
+    for init in [s for s in stmts if isinstance(s, AccInit)]:
+        position = result.index(init)
+        later = result[position + 1:]
+        uses = [k for k, s in enumerate(later) if init.acc in effects_of([s]).accumulators]
+        if uses:
+            result.pop(position)
+            result.insert(position + uses[0], init)
+    return result
+
+
+def _serial_into_combines(kernels) -> list:
+    """Serial kernels next to a Combine run in its block (thread 0): fewer launches."""
+    merged = []
+    for kernel in kernels:
+        previous = merged[-1] if merged else None
+        if isinstance(kernel, Combine) and isinstance(previous, Serial):
+            merged.pop()
+            kernel.prologue = previous.stmts
+        elif isinstance(kernel, Serial) and isinstance(previous, Combine) and not previous.epilogue:
+            previous.epilogue = kernel.stmts
+            continue
+        merged.append(kernel)
+    return merged
 
 
 def _kernel_of(stmt, top_level_accs):

@@ -111,7 +111,7 @@ class _KernelWriter:
             self._chunk_reduction(kernel)
             return self._finish(kernel.loop.extent, BLOCK)
         if isinstance(kernel, Combine):
-            self._combine(kernel.loop)
+            self._combine(kernel)
             return self._finish(1, BLOCK)
         if isinstance(kernel, TiledGemm):
             grid = self._tiled_gemm(kernel.gemm)
@@ -149,9 +149,13 @@ class _KernelWriter:
         self.depth -= 1
         self.emit("}")
 
-    def _combine(self, loop: Loop):
+    def _combine(self, kernel: Combine):
+        loop = kernel.loop
         accs = list(dict.fromkeys(s.acc for s in loop.body))
         shared = self._shared_arrays(accs)
+        if kernel.prologue:
+            self._thread_zero(kernel.prologue, lambda: self.statements(kernel.prologue))
+            self.emit("FG_SYNC;")
         for acc in accs:  # each thread's partial, in a register
             self.private[acc] = self.acc_name(acc)
         inits = [AccInit(acc) for acc in accs]
@@ -164,10 +168,15 @@ class _KernelWriter:
             for acc, array in zip(accs, shared):
                 slot = self._slot_access(acc)
                 self.emit(f"{slot} = {ACC_UPDATE[acc.op](slot, f'{array}[0]')};")
+            self.statements(kernel.epilogue)
 
+        self._thread_zero(kernel.epilogue, fold)
+
+    def _thread_zero(self, stmts, body):
+        """FG_EACH_THREAD { if (threadIdx.x == 0) { declarations; body } }"""
         self.emit("FG_EACH_THREAD {")
         self.depth += 1
-        self.block("if (threadIdx.x == 0)", fold)
+        self.block("if (threadIdx.x == 0)", lambda: self._declared(stmts, body))
         self.depth -= 1
         self.emit("}")
 
@@ -272,6 +281,12 @@ class _KernelWriter:
         """FG_EACH_THREAD { declarations of the thread's accumulators and local arrays; body }"""
         self.emit("FG_EACH_THREAD {")
         self.depth += 1
+        self._declared(stmts, body)
+        self.depth -= 1
+        self.emit("}")
+
+    def _declared(self, stmts, body):
+        """The accumulators and local arrays `stmts` use, declared; then `body`."""
         for acc in dict.fromkeys(s.acc for s in walk(stmts) if isinstance(s, AccInit)):
             if acc not in self.slot_of or acc in self.private:
                 self.emit(f"{VALUE_TYPES[acc.dtype]} {self.acc_name(acc)};")
@@ -279,8 +294,6 @@ class _KernelWriter:
             size = symbolic.evaluate(symbolic.product(buffer.shape), {})
             self.emit(f"{C_TYPES[buffer.dtype]} b_{_identifier(buffer.name)}[{max(size, 1)}];")
         body()
-        self.depth -= 1
-        self.emit("}")
 
     def _local_buffers(self, stmts) -> list:
         found = {}
