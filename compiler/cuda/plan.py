@@ -119,7 +119,7 @@ def slots(stmts) -> dict:
 def plan(stmts, top_level_accs) -> list:
     """The kernels of a flat list of top-level statements, in order."""
     kernels = []
-    for stmt in _inits_where_used(stmts):
+    for stmt in _stores_where_ready(_inits_where_used(stmts)):
         kernel = _kernel_of(stmt, top_level_accs)
         if kernel is None:
             if not kernels or not isinstance(kernels[-1], Serial):
@@ -142,6 +142,24 @@ def _inits_where_used(stmts) -> list:
         if uses:
             result.pop(position)
             result.insert(position + uses[0], init)
+    return result
+
+
+def _stores_where_ready(stmts) -> list:
+    """The statements with each top-level Store moved up to just after the last earlier
+    statement it depends on (the store of a reduction's total then follows the combine
+    that finishes it, and runs in that kernel)."""
+    result = list(stmts)
+    for store in [s for s in stmts if isinstance(s, Store)]:
+        position = result.index(store)
+        mine = effects_of([store])
+        ready = 0
+        for k in range(position - 1, -1, -1):
+            if mine.depends_on(effects_of([result[k]])):
+                ready = k + 1
+                break
+        result.pop(position)
+        result.insert(ready, store)
     return result
 
 
