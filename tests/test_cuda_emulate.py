@@ -109,6 +109,22 @@ def test_mlp_equals_the_reference_interpreter():
         np.testing.assert_allclose(a, e, rtol=1e-11, atol=1e-13)
 
 
+def test_kernels_of_the_workloads():
+    """W2 is a block reduction and its combine; W1's rows share a warp each; the MLP's
+    products are tiled."""
+    from fusegrad.compiler.cuda import plan
+    from fusegrad.runtime.cuda.launcher import to_loop_ir
+
+    def kinds(compiled, *args):
+        stmts = plan.flatten_blocks(to_loop_ir(compiled.trace(*args)[0]).body)
+        return [type(k).__name__ for k in plan.plan(stmts, set(plan.slots(stmts)))]
+
+    assert kinds(fg.compile_grad(chain), *rng_args(0, (10,))) == ["ChunkReduction", "Combine"]
+    assert kinds(fg.compile_grad(logistic), *logistic_args()) == [
+        "GridLoop", "RowBlock", "Combine", "ChunkReduction", "GridLoop"]
+    assert "TiledGemm" in kinds(fg.compile_grad(mlp, wrt=(0, 1, 2, 3)), *mlp_args())
+
+
 def test_one_specialization_serves_every_size_and_zero_sizes():
     f = fg.compile_grad(logistic, target="cuda")
     for m, n in [(2, 2), (64, 3), (65, 3), (1000, 2), (0, 4)]:

@@ -173,7 +173,7 @@ def logical_program():
 
 def all_programs():
     """Every hand-built program of this file (NVRTC compiles them all)."""
-    programs = [casts_program(), local_and_atoms_program(), logical_program()]
+    programs = [casts_program(), local_and_atoms_program(), logical_program(), row_block_program()]
     for dtype in ("float32", "float64"):
         programs += [unary_program(dtype), binary_program(dtype), row_sums_program(dtype),
                      select_program(dtype), constants_program(dtype)[0]]
@@ -322,6 +322,47 @@ def test_row_reductions_get_a_block_per_row():
     assert kinds(row_sums_program()) == ["ChunkReduction"]
     (launch,) = render_cuda(row_sums_program()).steps
     assert launch.grid == n and launch.block == plan.BLOCK
+
+
+def row_block_program():
+    """Per row: z = X[r]·w, s += log1p(z²), out[r, :] = X[r, :] · z (a dot, a scalar,
+    an axpy: the shape of the logistic gradient's rows)."""
+    x, w = buf("X", "float64", (n, m), "input"), buf("w", "float64", (m,), "input")
+    out, total = buf("out", "float64", (n, m), "output"), buf("total", "float64", (n,), "output")
+    z, s = L.Accumulator("z", "add", "float64"), L.Accumulator("s", "add", "float64")
+    row = symbolic.as_dim(i) * m
+    body = [L.Loop(i.name, n, [
+        L.AccInit(s),
+        L.Loop(k.name, 3, [  # three passes over the row: a serial loop in every thread
+            L.AccInit(z),
+            L.Loop(j.name, m, [L.AccUpdate(z, L.Apply("mul", (L.Load(x, row + j), L.Load(w, j)), "float64"))]),
+            L.AccUpdate(s, L.Apply("log1p", (L.Apply("mul", (L.AccRef(z), L.AccRef(z)), "float64"),), "float64")),
+            L.Loop(j.name, m, [L.Store(out, row + j, L.Apply("mul", (L.Load(x, row + j), L.AccRef(z)), "float64"))]),
+        ]),
+        L.Store(total, i, L.AccRef(s)),
+    ], "parallel")]
+    return L.Program("row_block", ["n", "m"], [x, w], [out, total], body=body)
+
+
+@pytest.mark.parametrize("rows, cols", [(5, 1), (40, 32), (7, 70), (3, 0)])
+def test_row_blocks_share_each_rows_loops_among_a_warp(device, rows, cols):
+    assert kinds(row_block_program()) == ["RowBlock"]
+    (launch,) = render_cuda(row_block_program()).steps
+    assert launch.block == plan.ROW_BLOCK and launch.grid == n
+    rng = np.random.default_rng(cols)
+    X, w = rng.standard_normal((rows, cols)), rng.standard_normal(cols)
+    out, total = run(device, row_block_program(), {"n": rows, "m": cols}, X, w)
+    z = X @ w
+    np.testing.assert_allclose(out, X * z[:, None], rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(total, 3 * np.log1p(z * z), rtol=1e-12, atol=1e-14)
+
+
+def test_a_row_loop_reading_a_neighbours_element_is_not_shared():
+    program = row_block_program()
+    axpy = program.body[0].body[1].body[3]
+    axpy.body[0] = L.Store(program.outputs[0], symbolic.as_dim(i) * m + j,
+                           L.Load(program.outputs[0], symbolic.as_dim(i) * m))  # element 0
+    assert kinds(program) == ["GridLoop"]
 
 
 def test_a_chunk_writing_a_shared_row_is_one_thread_per_chunk():

@@ -13,6 +13,13 @@ the default stream (so each launch sees the previous one's writes):
   a tree reduction in shared memory combines the threads' partials in a fixed order,
   and thread 0 stores the chunk's partial. No float atomics: the result is the same on
   every run.
+- `RowBlock`: a parallel loop whose iterations (rows, or chunks of rows) run inner
+  loops, like the logistic gradient's `z = X[i]·w; …; g += t·X[i]` or a row-wise
+  softmax: one block of `ROW_BLOCK` threads per iteration. Scalar statements run on
+  thread 0 with the scalars in shared memory; a flat inner loop is strided over the
+  threads (the reads of a row are coalesced), its sums reduced by a tree as above;
+  serial loops (the rows of a chunk) run uniformly in every thread, with a barrier
+  between phases.
 - `Combine`: a serial loop that only updates top-level accumulators (the combine of
   the chunks' partials): one block, the same strided accumulation and tree reduction,
   then thread 0 folds the result into the accumulator.
@@ -31,12 +38,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .. import symbolic
-from ..loop_walk import effects_of, walk
+from ..loop_walk import effects_of, loads_in, walk
 from ..loopir import AccInit, AccRef, AccUpdate, Apply, Block, Buffer, Const, Gemm, Loop, Store
 
 #: Threads per block of the grid and reduction kernels (a power of two: the tree
 #: reduction halves it).
 BLOCK = 256
+#: Threads per block of a RowBlock: one warp, as its rows are often short (32
+#: features) and its many barriers are cheapest in a one-warp block.
+ROW_BLOCK = 32
 
 
 @dataclass
@@ -50,6 +60,11 @@ class ChunkReduction:
     inits: list  # AccInit of the chunk's accumulators
     inner: Loop  # flat, over the chunk's elements: threadIdx.x + k·BLOCK
     finals: list  # stores of the partials, by thread 0
+
+
+@dataclass
+class RowBlock:
+    loop: Loop  # blockIdx.x; its body a uniform sequence (see `_uniform`)
 
 
 @dataclass
@@ -184,7 +199,7 @@ def _kernel_of(stmt, top_level_accs):
     if not isinstance(stmt, Loop):
         return None
     if stmt.kind == "parallel":
-        return _chunk_reduction(stmt) or GridLoop(stmt)
+        return _chunk_reduction(stmt) or _row_block(stmt) or GridLoop(stmt)
     if _is_fill(stmt):
         return GridLoop(stmt)
     if _is_combine(stmt, top_level_accs):
@@ -220,6 +235,61 @@ def _chunk_reduction(loop: Loop):
         if any(ref.acc not in reduced for ref in _acc_refs(s.value)):
             return None
     return ChunkReduction(loop, inits, inner, finals)
+
+
+def _row_block(loop: Loop):
+    """A parallel loop with nested inner loops, whose body is a uniform sequence and
+    sets up every accumulator it uses."""
+    if not any(isinstance(s, Loop) and not is_flat(s) for s in loop.body):
+        return None
+    inits = {s.acc for s in walk(loop.body) if isinstance(s, AccInit)}
+    used = {s.acc for s in walk(loop.body) if isinstance(s, AccUpdate)}
+    for s in walk(loop.body):
+        used |= {ref.acc for ref in _acc_refs(getattr(s, "value", None))}
+    if not used <= inits or not _uniform(loop.body):
+        return None
+    return RowBlock(loop)
+
+
+def is_flat(loop: Loop) -> bool:
+    return not any(isinstance(s, (Loop, Block, Gemm)) for s in walk(loop.body))
+
+
+def _uniform(stmts) -> bool:
+    """Statements every thread of a block can step through together: scalar statements
+    (run by thread 0), flat loops a block's threads can share, and serial loops over
+    uniform sequences."""
+    for s in stmts:
+        if isinstance(s, (AccInit, AccUpdate, Store)):
+            continue
+        if not isinstance(s, Loop):
+            return False
+        if is_flat(s):
+            if not _lane_loop(s):
+                return False
+        elif not _uniform(s.body):
+            return False
+    return True
+
+
+def _lane_loop(loop: Loop) -> bool:
+    """A flat loop whose iterations the threads of a block may share: each store goes to
+    an element of its own iteration, a buffer stored is read only where it is stored,
+    and its sums (AccUpdates, reduced by a tree afterwards) are read nowhere in it."""
+    stores = [s for s in loop.body if isinstance(s, Store)]
+    if any(isinstance(s, AccInit) for s in loop.body):
+        return False
+    if any(loop.var not in _symbols(s.index) for s in stores):
+        return False
+    updated = {s.acc for s in loop.body if isinstance(s, AccUpdate)}
+    for s in loop.body:
+        if any(ref.acc in updated for ref in _acc_refs(s.value)):
+            return False
+        for load in loads_in(s.value):
+            written = [t.index for t in stores if t.buffer is load.buffer]
+            if written and not any(symbolic.dims_equal(load.index, w) for w in written):
+                return False
+    return True
 
 
 def _is_fill(loop: Loop) -> bool:

@@ -28,8 +28,8 @@ from ..loopir import (AccInit, AccRef, AccUpdate, Apply, Const, DimValue, Load, 
                       Store, is_loop_var)
 from . import plan as planning
 from .ops import ACC_UPDATE, C_TYPES, CUDA_OPS, HELPERS, VALUE_TYPES, constant, identity
-from .plan import (BLOCK, ChunkReduction, Combine, CudaProgram, GridLoop, Launch, Serial,
-                   TiledGemm)
+from .plan import (BLOCK, ROW_BLOCK, ChunkReduction, Combine, CudaProgram, GridLoop, Launch,
+                   RowBlock, Serial, TiledGemm, is_flat)
 
 #: The side of a matrix-product tile: TILE² threads per block, one per element of C.
 TILE = 16
@@ -110,6 +110,9 @@ class _KernelWriter:
         if isinstance(kernel, ChunkReduction):
             self._chunk_reduction(kernel)
             return self._finish(kernel.loop.extent, BLOCK)
+        if isinstance(kernel, RowBlock):
+            self._row_block(kernel.loop)
+            return self._finish(kernel.loop.extent, ROW_BLOCK)
         if isinstance(kernel, Combine):
             self._combine(kernel)
             return self._finish(1, BLOCK)
@@ -148,6 +151,69 @@ class _KernelWriter:
         self.block("if (threadIdx.x == 0)", finals)
         self.depth -= 1
         self.emit("}")
+
+    def _row_block(self, loop: Loop):
+        """One block per iteration; its accumulators are shared scalars (thread 0
+        updates them), see plan.RowBlock."""
+        accs = list(dict.fromkeys(s.acc for s in walk(loop.body) if isinstance(s, AccInit)))
+        for acc in accs:
+            self.emit(f"__shared__ {VALUE_TYPES[acc.dtype]} {self.acc_name(acc)};")
+        reduced = list(dict.fromkeys(
+            s.acc for inner in walk(loop.body) if isinstance(inner, Loop) and is_flat(inner)
+            for s in inner.body if isinstance(s, AccUpdate)))
+        self.reduction_arrays = dict(zip(reduced, self._shared_arrays(reduced, ROW_BLOCK)))
+        self.emit(f"const long long {self.symbols[loop.var]} = blockIdx.x;")
+        self._uniform(loop.body)
+
+    def _uniform(self, stmts):
+        """Scalar runs on thread 0, flat loops over the threads, serial loops in step.
+        Thread 0's work waits in `pending` until a loop needs its results (a barrier)."""
+        pending = []
+
+        def flush():
+            if pending:
+                work = list(pending)
+                self._thread_zero([], lambda: [step() for step in work])
+                self.emit("FG_SYNC;")
+                pending.clear()
+
+        for stmt in stmts:
+            if not isinstance(stmt, Loop):
+                pending.append(lambda stmt=stmt: self.statements([stmt]))
+                continue
+            flush()
+            if is_flat(stmt):
+                fold = self._lane_loop(stmt)
+                if fold is not None:
+                    pending.append(fold)
+            else:
+                var, extent = self.symbols[stmt.var], self.index(stmt.extent)
+                head = f"for (long long {var} = 0; {var} < {extent}; ++{var})"
+                self.block(head, lambda body=stmt.body: self._uniform(body))
+        flush()
+
+    def _lane_loop(self, loop: Loop):
+        """The threads share the loop's iterations; its sums are the threads' partials,
+        reduced by a tree. Returns thread 0's fold of the sums into the shared
+        accumulators (None when the loop sums nothing)."""
+        accs = list(dict.fromkeys(s.acc for s in loop.body if isinstance(s, AccUpdate)))
+        for acc in accs:
+            self.private[acc] = f"p_{_identifier(acc.name)}"
+        inits = [AccInit(acc) for acc in accs]
+        arrays = [self.reduction_arrays[acc] for acc in accs]
+        self._strided_partials(inits + [loop], loop, accs, arrays)
+        for acc in accs:
+            del self.private[acc]
+        if not accs:
+            return None
+        self._tree_reduction(accs, arrays)
+
+        def fold():
+            for acc, array in zip(accs, arrays):
+                name = self.acc_name(acc)
+                self.emit(f"{name} = {ACC_UPDATE[acc.op](name, f'{array}[0]')};")
+
+        return fold
 
     def _combine(self, kernel: Combine):
         loop = kernel.loop
@@ -240,11 +306,11 @@ class _KernelWriter:
         tiles = lambda d: (symbolic.as_dim(d) + TILE - 1) // TILE  # noqa: E731
         return symbolic.simplify(tiles(gemm.m) * tiles(gemm.n))
 
-    def _shared_arrays(self, accs) -> list[str]:
+    def _shared_arrays(self, accs, threads: int = BLOCK) -> list[str]:
         arrays = []
         for k, acc in enumerate(accs):
             arrays.append(f"fg_red{k}")
-            self.emit(f"__shared__ {VALUE_TYPES[acc.dtype]} fg_red{k}[{BLOCK}];")
+            self.emit(f"__shared__ {VALUE_TYPES[acc.dtype]} fg_red{k}[{threads}];")
         return arrays
 
     def _strided_partials(self, stmts, strided: Loop, accs, shared):
