@@ -257,35 +257,36 @@ def is_flat(loop: Loop) -> bool:
 
 def _uniform(stmts) -> bool:
     """Statements every thread of a block can step through together: scalar statements
-    (run by thread 0), flat loops a block's threads can share, and serial loops over
-    uniform sequences."""
+    (run by thread 0), loops the block's threads can share (`lane_loop`), and serial
+    loops over uniform sequences."""
     for s in stmts:
         if isinstance(s, (AccInit, AccUpdate, Store)):
             continue
         if not isinstance(s, Loop):
             return False
-        if is_flat(s):
-            if not _lane_loop(s):
-                return False
-        elif not _uniform(s.body):
+        if lane_loop(s):
+            continue
+        if is_flat(s) or not _uniform(s.body):
             return False
     return True
 
 
-def _lane_loop(loop: Loop) -> bool:
-    """A flat loop whose iterations the threads of a block may share: each store goes to
-    an element of its own iteration, a buffer stored is read only where it is stored,
-    and its sums (AccUpdates, reduced by a tree afterwards) are read nowhere in it."""
-    stores = [s for s in loop.body if isinstance(s, Store)]
-    if any(isinstance(s, AccInit) for s in loop.body):
+def lane_loop(loop: Loop) -> bool:
+    """A loop whose iterations the threads of a block may share: each store goes to an
+    element of its own iteration, a buffer stored is read only where it is stored, the
+    accumulators set up inside stay inside, and the sums it adds to outer accumulators
+    (reduced by a tree afterwards) are read nowhere in it."""
+    stmts = list(walk(loop.body))
+    stores = [s for s in stmts if isinstance(s, Store)]
+    if any(isinstance(s, Block) for s in stmts) or any(loop.var not in _symbols(s.index) for s in stores):
         return False
-    if any(loop.var not in _symbols(s.index) for s in stores):
-        return False
-    updated = {s.acc for s in loop.body if isinstance(s, AccUpdate)}
-    for s in loop.body:
-        if any(ref.acc in updated for ref in _acc_refs(s.value)):
+    inner = {s.acc for s in stmts if isinstance(s, AccInit)}
+    outer = {s.acc for s in stmts if isinstance(s, AccUpdate)} - inner
+    for s in stmts:
+        value = getattr(s, "value", None)
+        if any(ref.acc in outer for ref in _acc_refs(value)):
             return False
-        for load in loads_in(s.value):
+        for load in loads_in(value):
             written = [t.index for t in stores if t.buffer is load.buffer]
             if written and not any(symbolic.dims_equal(load.index, w) for w in written):
                 return False

@@ -29,7 +29,7 @@ from ..loopir import (AccInit, AccRef, AccUpdate, Apply, Const, DimValue, Load, 
 from . import plan as planning
 from .ops import ACC_UPDATE, C_TYPES, CUDA_OPS, HELPERS, VALUE_TYPES, constant, identity
 from .plan import (BLOCK, ROW_BLOCK, ChunkReduction, Combine, CudaProgram, GridLoop, Launch,
-                   RowBlock, Serial, TiledGemm, is_flat)
+                   RowBlock, Serial, TiledGemm, lane_loop)
 
 #: The side of a matrix-product tile: TILE² threads per block, one per element of C.
 TILE = 16
@@ -65,6 +65,33 @@ def render_cuda(program: Program) -> CudaProgram:
     source = banner + PREAMBLE + "\n" + "\n\n".join(texts) + "\n"
     return CudaProgram(program.name, source, list(program.dims), list(program.inputs),
                        list(program.outputs), scratch, steps)
+
+
+def _lane_loops(stmts):
+    """The loops a RowBlock's threads share, in its uniform sequence `stmts`."""
+    for s in stmts:
+        if isinstance(s, Loop):
+            if lane_loop(s):
+                yield s
+            else:
+                yield from _lane_loops(s.body)
+
+
+def _uniform_statements(stmts):
+    """The statements of a uniform sequence outside its shared loops."""
+    for s in stmts:
+        if isinstance(s, Loop):
+            if not lane_loop(s):
+                yield from _uniform_statements(s.body)
+        else:
+            yield s
+
+
+def _outer_sums(loop: Loop) -> list:
+    """Accumulators a shared loop adds to but does not set up: the threads' partials."""
+    inner = {s.acc for s in walk(loop.body) if isinstance(s, AccInit)}
+    updated = [s.acc for s in walk(loop.body) if isinstance(s, AccUpdate)]
+    return [acc for acc in dict.fromkeys(updated) if acc not in inner]
 
 
 def _identifier(name: str) -> str:
@@ -153,14 +180,13 @@ class _KernelWriter:
         self.emit("}")
 
     def _row_block(self, loop: Loop):
-        """One block per iteration; its accumulators are shared scalars (thread 0
-        updates them), see plan.RowBlock."""
-        accs = list(dict.fromkeys(s.acc for s in walk(loop.body) if isinstance(s, AccInit)))
-        for acc in accs:
+        """One block per iteration; its uniform accumulators are shared scalars
+        (thread 0 updates them), see plan.RowBlock."""
+        lanes = list(_lane_loops(loop.body))
+        for acc in dict.fromkeys(s.acc for s in _uniform_statements(loop.body)
+                                 if isinstance(s, AccInit)):
             self.emit(f"__shared__ {VALUE_TYPES[acc.dtype]} {self.acc_name(acc)};")
-        reduced = list(dict.fromkeys(
-            s.acc for inner in walk(loop.body) if isinstance(inner, Loop) and is_flat(inner)
-            for s in inner.body if isinstance(s, AccUpdate)))
+        reduced = list(dict.fromkeys(acc for lane in lanes for acc in _outer_sums(lane)))
         self.reduction_arrays = dict(zip(reduced, self._shared_arrays(reduced, ROW_BLOCK)))
         self.emit(f"const long long {self.symbols[loop.var]} = blockIdx.x;")
         self._uniform(loop.body)
@@ -182,7 +208,7 @@ class _KernelWriter:
                 pending.append(lambda stmt=stmt: self.statements([stmt]))
                 continue
             flush()
-            if is_flat(stmt):
+            if lane_loop(stmt):
                 fold = self._lane_loop(stmt)
                 if fold is not None:
                     pending.append(fold)
@@ -196,7 +222,7 @@ class _KernelWriter:
         """The threads share the loop's iterations; its sums are the threads' partials,
         reduced by a tree. Returns thread 0's fold of the sums into the shared
         accumulators (None when the loop sums nothing)."""
-        accs = list(dict.fromkeys(s.acc for s in loop.body if isinstance(s, AccUpdate)))
+        accs = _outer_sums(loop)
         for acc in accs:
             self.private[acc] = f"p_{_identifier(acc.name)}"
         inits = [AccInit(acc) for acc in accs]
