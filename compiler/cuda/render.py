@@ -13,21 +13,19 @@ a thread's variables; that is what makes the tree reductions emulatable.
 
 C names: dims are `d_<dim>`, buffers `b_<buffer>`, accumulators `a_<acc>`, loop
 variables lose their `@`. A buffer parameter is `const` when the kernel only reads it;
-all are `__restrict__` (distinct buffers never share memory). Sub-expressions a
-statement uses more than once are computed once into a `const` temporary.
+all are `__restrict__` (distinct buffers never share memory). Expressions are written
+by expressions.py.
 """
 
 from __future__ import annotations
 
-import re
-
 from .. import symbolic
 from ..c_dims import LONG_LONG_LITERAL, c_dim, dim_helpers
 from ..loop_walk import walk
-from ..loopir import (AccInit, AccRef, AccUpdate, Apply, Const, DimValue, Load, Loop, Program,
-                      Store, is_loop_var)
+from ..loopir import AccInit, AccUpdate, Loop, Program, Store, is_loop_var
 from . import plan as planning
-from .ops import ACC_UPDATE, C_TYPES, CUDA_OPS, HELPERS, VALUE_TYPES, constant, identity
+from .expressions import ExpressionWriter, identifier
+from .ops import ACC_UPDATE, C_TYPES, HELPERS, VALUE_TYPES, constant, identity
 from .plan import (BLOCK, ROW_BLOCK, ChunkReduction, Combine, CudaProgram, GridLoop, Launch,
                    RowBlock, Serial, TiledGemm, lane_loop)
 
@@ -52,7 +50,7 @@ def render_cuda(program: Program) -> CudaProgram:
     stmts = planning.flatten_blocks(program.body)
     slot_of = planning.slots(stmts)
     kernels = planning.plan(stmts, set(slot_of))
-    base = _identifier(program.name)
+    base = identifier(program.name)
     scratch = list(program.scratch) + list(slot_of.values())
     order = {b: k for k, b in enumerate(program.inputs + program.outputs + scratch)}
     texts, steps = [], []
@@ -94,11 +92,6 @@ def _outer_sums(loop: Loop) -> list:
     return [acc for acc in dict.fromkeys(updated) if acc not in inner]
 
 
-def _identifier(name: str) -> str:
-    text = re.sub(r"[^0-9A-Za-z_]", "_", name)
-    return text if text and not text[0].isdigit() else f"f_{text}"
-
-
 class _Symbols(dict):
     """Symbol → C name for `c_dim`; records the dims a kernel uses."""
 
@@ -108,9 +101,9 @@ class _Symbols(dict):
 
     def __missing__(self, name):
         if is_loop_var(name):
-            return _identifier(name[1:])
+            return identifier(name[1:])
         self.dims.add(name)
-        return "d_" + _identifier(name)
+        return "d_" + identifier(name)
 
 
 class _KernelWriter:
@@ -224,7 +217,7 @@ class _KernelWriter:
         accumulators (None when the loop sums nothing)."""
         accs = _outer_sums(loop)
         for acc in accs:
-            self.private[acc] = f"p_{_identifier(acc.name)}"
+            self.private[acc] = f"p_{identifier(acc.name)}"
         inits = [AccInit(acc) for acc in accs]
         arrays = [self.reduction_arrays[acc] for acc in accs]
         self._strided_partials(inits + [loop], loop, accs, arrays)
@@ -280,7 +273,7 @@ class _KernelWriter:
         products to its element's running sum, kept in shared memory too so the phases
         between barriers hold no thread state. Each element sums over k in order."""
         m, n, k = (self.index(d) for d in (gemm.m, gemm.n, gemm.k))
-        a, b, c = (f"b_{_identifier(x.name)}" for x in (gemm.a, gemm.b, gemm.c))
+        a, b, c = (f"b_{identifier(x.name)}" for x in (gemm.a, gemm.b, gemm.c))
         self.reads |= {gemm.a, gemm.b}
         self.writes.add(gemm.c)
         t = VALUE_TYPES[gemm.c.dtype]
@@ -384,7 +377,7 @@ class _KernelWriter:
                 self.emit(f"{VALUE_TYPES[acc.dtype]} {self.acc_name(acc)};")
         for buffer in self._local_buffers(stmts):
             size = symbolic.evaluate(symbolic.product(buffer.shape), {})
-            self.emit(f"{C_TYPES[buffer.dtype]} b_{_identifier(buffer.name)}[{max(size, 1)}];")
+            self.emit(f"{C_TYPES[buffer.dtype]} b_{identifier(buffer.name)}[{max(size, 1)}];")
         body()
 
     def _local_buffers(self, stmts) -> list:
@@ -398,10 +391,10 @@ class _KernelWriter:
         dims = [d for d in self.dims if d in self.symbols.dims]
         used = {b for b in self.reads | self.writes if b.kind != "local"}
         buffers = sorted(used, key=self.buffer_order.__getitem__)
-        params = [f"long long d_{_identifier(d)}" for d in dims]
+        params = [f"long long d_{identifier(d)}" for d in dims]
         for b in buffers:
             const = "" if b in self.writes else "const "
-            params.append(f"{const}{C_TYPES[b.dtype]} *__restrict__ b_{_identifier(b.name)}")
+            params.append(f"{const}{C_TYPES[b.dtype]} *__restrict__ b_{identifier(b.name)}")
         head = f'extern "C" __global__ void __launch_bounds__({block}) {self.name}('
         text = head + ", ".join(params) + ")\n{\n" + "\n".join(self.lines) + "\n}"
         launch = Launch(self.name, grid, block, 0, tuple(dims) + tuple(b.name for b in buffers))
@@ -445,7 +438,7 @@ class _KernelWriter:
         self.writes.add(buffer)
         if text is None:
             text = self.expression(value)
-        target = f"b_{_identifier(buffer.name)}[{self.index(index)}]"
+        target = f"b_{identifier(buffer.name)}[{self.index(index)}]"
         if buffer.dtype == "bool":
             text = f"(unsigned char)({text})"
         self.emit(f"{target} = {text};")
@@ -464,10 +457,10 @@ class _KernelWriter:
         slot = self.slot_of[acc]
         self.reads.add(slot)
         self.writes.add(slot)
-        return f"b_{_identifier(slot.name)}[0]"
+        return f"b_{identifier(slot.name)}[0]"
 
     def acc_name(self, acc) -> str:
-        return self.private.get(acc) or f"a_{_identifier(acc.name)}"
+        return self.private.get(acc) or f"a_{identifier(acc.name)}"
 
     def index(self, dim) -> str:
         return c_dim(dim, self.symbols, LONG_LONG_LITERAL)
@@ -476,89 +469,4 @@ class _KernelWriter:
     def expression(self, expr) -> str:
         """The C text of `expr`; shared sub-expressions first become temporaries
         (declared before the statement, in its scope)."""
-        return _ExpressionWriter(self).render(expr)
-
-
-class _ExpressionWriter:
-    """One statement's expression, with common sub-expressions computed once.
-
-    Expressions are DAGs (a derivative reuses its primal's nodes), so nodes are keyed
-    by structure and visited once: text size stays linear in the DAG's size."""
-
-    def __init__(self, kernel: _KernelWriter):
-        self.kernel = kernel
-        self.keys = {}  # id(node) → (structural key, node)
-        self.numbers = {}  # structure → its key
-        self.uses = {}  # key → number of parents using it
-        self.bound = {}  # key → temporary name
-
-    def render(self, expr) -> str:
-        self._count(expr)
-        return self._text(expr)
-
-    def _key(self, e) -> int:
-        """A number per distinct structure: keys of parents hold their children's
-        numbers, so a key is hashed in constant time however deep the DAG."""
-        known = self.keys.get(id(e))
-        if known is not None:
-            return known[0]
-        if isinstance(e, Const):
-            shape = ("const", repr(e.value), e.dtype)
-        elif isinstance(e, DimValue):
-            shape = ("dim", symbolic.as_dim(e.dim).key, e.dtype)
-        elif isinstance(e, Load):
-            shape = ("load", id(e.buffer), symbolic.as_dim(e.index).key)
-        elif isinstance(e, AccRef):
-            shape = ("acc", id(e.acc))
-        else:
-            shape = ("apply", e.op, e.dtype, tuple(self._key(a) for a in e.args))
-        key = self.numbers.setdefault(shape, len(self.numbers))
-        self.keys[id(e)] = (key, e)  # holding e: its id is not reused while we look
-        return key
-
-    def _count(self, root):
-        seen = set()
-        stack = [root]
-        self.uses[self._key(root)] = 1
-        while stack:
-            e = stack.pop()
-            key = self._key(e)
-            if key in seen or not isinstance(e, Apply):
-                continue
-            seen.add(key)
-            for arg in e.args:
-                arg_key = self._key(arg)
-                self.uses[arg_key] = self.uses.get(arg_key, 0) + 1
-                stack.append(arg)
-
-    def _text(self, e) -> str:
-        key = self._key(e)
-        name = self.bound.get(key)
-        if name is not None:
-            return name
-        kernel = self.kernel
-        if isinstance(e, Const):
-            return constant(e.value, e.dtype)
-        if isinstance(e, DimValue):
-            return f"(({VALUE_TYPES[e.dtype]}){kernel.index(e.dim)})"
-        if isinstance(e, AccRef):
-            if e.acc in kernel.slot_of and e.acc not in kernel.private:
-                return self._text(Load(kernel.slot_of[e.acc], 0))
-            return kernel.acc_name(e.acc)
-        if isinstance(e, Load):
-            kernel.reads.add(e.buffer)
-            text = f"b_{_identifier(e.buffer.name)}[{kernel.index(e.index)}]"
-            if e.buffer.dtype == "bool":
-                text = f"({text} != 0)"
-        else:
-            rule = CUDA_OPS.get(e.op)
-            if rule is None:
-                raise TypeError(f"the CUDA renderer has no rule for op {e.op!r}")
-            text = rule([self._text(a) for a in e.args], e.dtype)
-        if self.uses.get(key, 0) < 2:
-            return text
-        name = f"e{kernel.temporaries}"
-        kernel.temporaries += 1
-        self.bound[key] = name
-        kernel.emit(f"const {VALUE_TYPES[e.dtype]} {name} = {text};")
-        return name
+        return ExpressionWriter(self).render(expr)
