@@ -321,6 +321,37 @@ def test_rendered_ir_has_no_fast_math_and_the_elementwise_loop_vectorizes():
     assert "op_mul" in kernel.asm
 
 
+def _interleave_counts(text: str) -> dict:
+    """{loop header name: interleave count asked for in its latch's loop metadata}."""
+    counts = dict(re.findall(r'^(!\d+) = !\{ !"llvm.loop.interleave.count", i32 (\d+) \}',
+                             text, re.MULTILINE))
+    loop_ids = {}
+    for loop_id, properties in re.findall(r"^(!\d+) = !\{ \1, (.*) \}$", text, re.MULTILINE):
+        loop_ids[loop_id] = [counts[p] for p in properties.split(", ") if p in counts]
+    marked = re.findall(r'br label %"([\w.]+)\.header", !llvm.loop (!\d+)', text)
+    return {header: loop_ids[loop_id] for header, loop_id in marked}
+
+
+def test_map_loops_are_not_interleaved_and_reductions_are():
+    # the map loop of an element-wise op, and the rows of a row sum: only the inner loop
+    # reduces; the outer loop stores one element per row but holds a loop
+    assert _interleave_counts(render_program(
+        _elementwise_program("mul", ["float64", "float64"], "float64"))) == {"i0": ["1"]}
+    assert _interleave_counts(render_program(_reduce_rows("add", "float64"))) == {}
+    # each loop has a metadata node of its own (LLVM's loop ids are distinct)
+    two_maps = L.Program("two", ["n"], [buf("x", "float64", [n], "input")],
+                         [buf("y", "float64", [n], "output"), buf("z", "float64", [n], "output")])
+    x, y, z = two_maps.inputs[0], *two_maps.outputs
+    two_maps.body = [L.Loop(i.name, n, [L.Store(y, i, L.Load(x, i))]),
+                     L.Loop(j.name, n, [L.Store(z, j, L.Load(x, j))])]
+    text = render_program(two_maps)
+    assert len(set(re.findall(r"!llvm.loop (!\d+)", text))) == 2
+    yv = np.random.rand(7)
+    ys, zs = run(two_maps, {"n": 7}, yv)
+    np.testing.assert_array_equal(ys, yv)
+    np.testing.assert_array_equal(zs, yv)
+
+
 def test_invalid_ir_raises_compile_error():
     with pytest.raises(CompileError):
         jit_compile("define i32 @f( {", "f")
