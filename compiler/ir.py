@@ -10,6 +10,7 @@ dtypes are NumPy dtype names: "float32", "float64", "bool".
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import threading
@@ -99,10 +100,16 @@ def _format_attr(value):
     return repr(value) if isinstance(value, str) else str(value)
 
 
-def make(op: str, inputs=(), **attrs) -> Node:
-    """Build (or find) the node `op(inputs; attrs)`, running its shape rule."""
+@functools.cache
+def _shape_rules() -> dict:
+    # Imported at first use, not at the top: the ops' modules build nodes with `make`.
     from .ops import SHAPE
 
+    return SHAPE
+
+
+def make(op: str, inputs=(), **attrs) -> Node:
+    """Build (or find) the node `op(inputs; attrs)`, running its shape rule."""
     inputs = tuple(inputs)
     attr_items = tuple(sorted(attrs.items()))
     key = (op, tuple(i.id for i in inputs), tuple((k, _attr_key(v)) for k, v in attr_items))
@@ -110,7 +117,7 @@ def make(op: str, inputs=(), **attrs) -> Node:
         node = _nodes.get(key)
     if node is not None:
         return node
-    rule = SHAPE.get(op)
+    rule = _shape_rules().get(op)
     if rule is None:
         raise FusegradError(f"internal error: unknown op {op!r}")
     dtype, shape = rule(inputs, attrs)

@@ -39,10 +39,20 @@ class DimUnifier:
         self.mapping: dict[str, DimLike] = {}
         self.constraints: list[Constraint] = []
         self.reasons: dict[str, str] = {}
+        # Canonical forms found since the mapping last grew: tracing asks for the same few
+        # dims thousands of times, and each answer costs substitutions to a fixed point.
+        self._canonical: dict[Dim, DimLike] = {}
 
     def canonical(self, dim: DimLike) -> DimLike:
         if isinstance(dim, int) or not self.mapping:
             return dim
+        result = self._canonical.get(dim)
+        if result is None:
+            result = self._substitute_to_fixed_point(dim)
+            self._canonical[dim] = result
+        return result
+
+    def _substitute_to_fixed_point(self, dim: Dim) -> DimLike:
         previous = None
         while previous != dim:
             previous = dim
@@ -61,6 +71,7 @@ class DimUnifier:
                     break
                 self.mapping[free.name] = other
                 self.reasons[free.name] = where
+                self._canonical.clear()
                 return other
         both_named = all(
             isinstance(d, Dim) and d.is_symbol and d.name in self.named for d in (a, b)

@@ -166,6 +166,11 @@ class Dim:
         return Dim({(Atom("floordiv", (self, k)),): 1})
 
     def __repr__(self):
+        return self._text
+
+    @cached_property
+    def _text(self) -> str:
+        # Cached: node digests and shape listings format the same few dims many times.
         if not self.terms:
             return "0"
         parts = []

@@ -113,12 +113,13 @@ def _source_fingerprint() -> str:
     for folder in sorted(folders):
         for root, dirs, files in os.walk(folder):
             dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+            # One relpath per folder, not per file: it is most of the cost (a warm first call).
+            prefix = os.path.relpath(root, folder)
             for name in sorted(files):
                 if name.endswith((".py", ".so")):
                     info = os.stat(os.path.join(root, name))
-                    rows.append(
-                        f"{os.path.relpath(os.path.join(root, name), folder)} {info.st_size} {info.st_mtime_ns}"
-                    )
+                    relative = name if prefix == os.curdir else os.path.join(prefix, name)
+                    rows.append(f"{relative} {info.st_size} {info.st_mtime_ns}")
     return hashlib.sha256("\n".join(rows).encode()).hexdigest()
 
 
