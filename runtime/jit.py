@@ -120,7 +120,7 @@ def _optimize(module, tm, opt_level: int):
     options.slp_vectorization = False
     options.loop_unrolling = False
     builder = llvm.create_pass_builder(tm, options)
-    with _NoVectorEpilogue():
+    with _no_vector_epilogue():
         builder.getModulePassManager().run(module, builder)
 
 
@@ -132,26 +132,28 @@ def _optimized_module(llvm_ir: str, tm, opt_level: int):
     return module
 
 
-class _NoVectorEpilogue:
-    """The pipeline without vectorized loop epilogues, for this module's compiles only
-    (LLVM options are process-wide; other llvmlite users get theirs back)."""
+class _LlvmOption:
+    """An LLVM command-line option set for fusegrad's compiles only: LLVM options are
+    process-wide, so other llvmlite users get the default back afterwards."""
+
+    def __init__(self, name: str, during: str, after: str):
+        self.name, self.during, self.after = name, during, after
 
     def __enter__(self):
-        llvm.set_option("fusegrad", "-enable-epilogue-vectorization=false")
+        llvm.set_option("fusegrad", f"-{self.name}={self.during}")
 
     def __exit__(self, *exc):
-        llvm.set_option("fusegrad", "-enable-epilogue-vectorization=true")
+        llvm.set_option("fusegrad", f"-{self.name}={self.after}")
 
 
-class _NoStrengthReduction:
-    """Code generation without loop strength reduction, for this module's compiles only
-    (LLVM options are process-wide; other llvmlite users get theirs back)."""
+def _no_vector_epilogue():  # noqa: N802 (used as a context manager)
+    """The pass pipeline without vectorized loop epilogues."""
+    return _LlvmOption("enable-epilogue-vectorization", "false", "true")
 
-    def __enter__(self):
-        llvm.set_option("fusegrad", "-disable-lsr=true")
 
-    def __exit__(self, *exc):
-        llvm.set_option("fusegrad", "-disable-lsr=false")
+def _no_strength_reduction():  # noqa: N802
+    """Code generation without loop strength reduction."""
+    return _LlvmOption("disable-lsr", "true", "false")
 
 
 class JitKernel:
@@ -180,7 +182,7 @@ class JitKernel:
     def asm(self) -> str:
         """Assembly of the optimized module (a fresh, separate codegen for reading)."""
         if self._asm is None:
-            with _LOCK, _NoStrengthReduction():
+            with _LOCK, _no_strength_reduction():
                 tm = _host_target_machine(self.opt_level)
                 self._asm = tm.emit_assembly(_parse(self.llvm_ir, tm))
         return self._asm
@@ -199,7 +201,7 @@ def jit_compile(llvm_ir: str, name: str, opt_level: int = OPT_LEVEL, on_object=N
         tm = _host_target_machine(opt_level)
         module = _optimized_module(llvm_ir, tm, opt_level)
         try:
-            with _NoStrengthReduction():
+            with _no_strength_reduction():
                 engine = llvm.create_mcjit_compiler(module, tm)  # takes ownership of tm
                 if on_object is not None:
                     engine.set_object_cache(lambda _module, buffer: on_object(bytes(buffer)))

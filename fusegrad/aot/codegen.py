@@ -126,5 +126,5 @@ def emit_object(kernels: list[CompiledKernel], target: Target) -> bytes:
         for kernel in kernels:
             linked.link_in(kernel.module)  # takes the module; internal names are kept apart
         linked.verify()
-        with jit._NoStrengthReduction():
+        with jit._no_strength_reduction():
             return machine.emit_object(linked)
