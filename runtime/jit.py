@@ -146,12 +146,12 @@ class _LlvmOption:
         llvm.set_option("fusegrad", f"-{self.name}={self.after}")
 
 
-def _no_vector_epilogue():  # noqa: N802 (used as a context manager)
+def _no_vector_epilogue():
     """The pass pipeline without vectorized loop epilogues."""
     return _LlvmOption("enable-epilogue-vectorization", "false", "true")
 
 
-def _no_strength_reduction():  # noqa: N802
+def _no_strength_reduction():
     """Code generation without loop strength reduction."""
     return _LlvmOption("disable-lsr", "true", "false")
 
