@@ -97,6 +97,8 @@ def loads_of(exprs):
 
 #: Ops a store may accumulate with across loop iterations, b[k] = op(b[k], …).
 ACCUMULATING_OPS = frozenset({"add", "maximum", "minimum"})
+#: The accumulator op (loopir.Accumulator.op) that does what each of them does.
+ACCUMULATOR_OF = {"add": "add", "maximum": "max", "minimum": "min"}
 
 
 def accumulation_op(stmt: Store) -> str | None:

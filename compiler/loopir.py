@@ -28,6 +28,8 @@ from typing import Union
 from .symbolic import Dim, DimLike
 
 LOOP_VAR_PREFIX = "@"
+#: Bytes per element of a buffer of each dtype (a bool is one byte, 0 or 1).
+ITEM_BYTES = {"float64": 8, "float32": 4, "bool": 1}
 
 
 def loop_var(k: int) -> Dim:

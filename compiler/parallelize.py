@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from . import symbolic
 from .fuse_loops import _in_row
-from .loop_walk import accumulation_op, effects_of, loads_of, rewrite, walk
+from .loop_walk import ACCUMULATOR_OF, accumulation_op, effects_of, loads_of, rewrite, walk
 from .loopir import (AccInit, Accumulator, AccRef, AccUpdate, Apply, Buffer, Const, Load, Loop,
                      Program, Store, loop_var)
 
@@ -38,7 +38,6 @@ CHUNK_ROWS = 64
 #: one thread's serial work (rows with inner loops), the CUDA pipeline cuts smaller
 #: chunks (more partials to combine, which it combines in parallel).
 GPU_CHUNK_ROWS = 16
-_COMBINE_OPS = {"add": "add", "maximum": "max", "minimum": "min"}  # Apply op → its identity
 _IDENTITY = {"add": 0.0, "max": float("-inf"), "min": float("inf")}
 
 
@@ -163,7 +162,7 @@ def _chunked(loop, crossing, reduced, scratch, number, rows, chunk_rows):
     chunk_body = [AccInit(private[a]) for a in crossing]
     k = loop_var(2000 + number)
     for b, op in reduced.items():
-        fill = Const(_IDENTITY[_COMBINE_OPS[op]], b.dtype)
+        fill = Const(_IDENTITY[ACCUMULATOR_OF[op]], b.dtype)
         index = symbolic.as_dim(c) * row[b] + k
         chunk_body.append(Loop(k.name, row[b], [Store(buf_partials[b], index, fill)], "vector"))
     chunk_body.append(Loop(j.name, extent, body, loop.kind))

@@ -31,7 +31,6 @@ from .simplify import simplify
 from .symmetric_products import symmetric_products
 from .verify import verify
 
-
 GRAPH_PASSES = [simplify, verify]
 LOOP_PASSES = [fuse_loops, parallelize, block_rows, symmetric_products, plan_buffers]
 CUDA_LOOP_PASSES = [fuse_loops, parallelize_for_gpu, split_combines, plan_buffers]

@@ -52,7 +52,6 @@ typedef int (*fg_packed_entry)(const int64_t *dims, void *const *buffers);
 typedef void *(*fg_alloc_fn)(int64_t nbytes);
 typedef void (*fg_free_fn)(void *block);
 
-
 typedef struct {
     int kind;
     int64_t value;

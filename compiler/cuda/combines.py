@@ -25,10 +25,9 @@ another one writes.
 
 from __future__ import annotations
 
-from ..loop_walk import accumulation_op, effects_of, loads_in, walk
+from ..loop_walk import ACCUMULATOR_OF, accumulation_op, effects_of, loads_in
 from ..loopir import AccInit, Accumulator, AccRef, AccUpdate, Apply, Loop, Program, Store
-
-_ACC_OPS = {"add": "add", "maximum": "max", "minimum": "min"}  # accumulation op → acc op
+from ..symbolic import dim_symbols
 
 
 def split_combines(program: Program) -> Program:
@@ -64,7 +63,7 @@ def _element_reductions(row: Loop, loop: Loop) -> Loop:
     """for k: b[idx] = op(b[idx], v)  →  for k: s = id; for c: s op= v; b[idx] = op(b[idx], s)"""
     store = row.body[0]
     op = accumulation_op(store)
-    partial = Accumulator(f"{store.buffer.name}_sum", _ACC_OPS[op], store.buffer.dtype)
+    partial = Accumulator(f"{store.buffer.name}_sum", ACCUMULATOR_OF[op], store.buffer.dtype)
     (value,) = store.value.args[1:]
     total = Apply(op, (store.value.args[0], AccRef(partial)), store.value.dtype)
     body = [
@@ -81,13 +80,8 @@ def _combines_a_row(row: Loop, chunk_var: str) -> bool:
     if len(row.body) != 1 or not isinstance(row.body[0], Store):
         return False
     store = row.body[0]
-    if any(isinstance(s, Loop) for s in walk(row.body)) or accumulation_op(store) is None:
-        return False
-    if chunk_var in _symbols(store.index) or row.var not in _symbols(store.index):
+    symbols = dim_symbols([store.index])
+    if accumulation_op(store) is None or chunk_var in symbols or row.var not in symbols:
         return False
     loads = list(loads_in(store.value))
     return sum(load.buffer is store.buffer for load in loads) == 1
-
-
-def _symbols(index) -> list[str]:
-    return [] if isinstance(index, int) else index.symbols()

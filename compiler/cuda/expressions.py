@@ -21,6 +21,11 @@ def identifier(name: str) -> str:
     return text if text and not text[0].isdigit() else f"f_{text}"
 
 
+def buffer_name(buffer) -> str:
+    """The C name of a buffer: `b_<name>`."""
+    return f"b_{identifier(buffer.name)}"
+
+
 class ExpressionWriter:
     """One statement's expression, with common sub-expressions computed once.
 
@@ -91,7 +96,7 @@ class ExpressionWriter:
             return kernel.acc_name(e.acc)
         if isinstance(e, Load):
             kernel.reads.add(e.buffer)
-            text = f"b_{identifier(e.buffer.name)}[{kernel.index(e.index)}]"
+            text = f"{buffer_name(e.buffer)}[{kernel.index(e.index)}]"
             if e.buffer.dtype == "bool":
                 text = f"({text} != 0)"
         else:

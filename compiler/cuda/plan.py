@@ -219,12 +219,12 @@ def _chunk_reduction(loop: Loop):
     position = body.index(inner)
     if body[:position] != inits or any(not isinstance(s, Store) for s in body[position + 1:]):
         return None
-    if any(isinstance(s, (Loop, Block, Gemm)) for s in walk(inner.body)):
+    if not is_flat(inner):
         return None
     # A store whose index does not move with the element would be written by every
     # thread (a chunk-private row that `parallelize` shrank): not for a block.
     for s in walk(inner.body):
-        if isinstance(s, Store) and inner.var not in _symbols(s.index):
+        if isinstance(s, Store) and inner.var not in symbolic.dim_symbols([s.index]):
             return None
     reduced = {s.acc for s in inits}
     local = {s.acc for s in walk(inner.body) if isinstance(s, AccInit)}
@@ -278,10 +278,11 @@ def lane_loop(loop: Loop) -> bool:
     (reduced by a tree afterwards) are read nowhere in it."""
     stmts = list(walk(loop.body))
     stores = [s for s in stmts if isinstance(s, Store)]
-    if any(isinstance(s, Block) for s in stmts) or any(loop.var not in _symbols(s.index) for s in stores):
+    if any(isinstance(s, Block) for s in stmts):
         return False
-    inner = {s.acc for s in stmts if isinstance(s, AccInit)}
-    outer = {s.acc for s in stmts if isinstance(s, AccUpdate)} - inner
+    if any(loop.var not in symbolic.dim_symbols([s.index]) for s in stores):
+        return False
+    outer = set(outer_sums(loop))
     for s in stmts:
         value = getattr(s, "value", None)
         if any(ref.acc in outer for ref in _acc_refs(value)):
@@ -293,10 +294,18 @@ def lane_loop(loop: Loop) -> bool:
     return True
 
 
+def outer_sums(loop: Loop) -> list:
+    """Accumulators a loop adds to but does not set up (in a shared loop: the threads'
+    partials), in order of first update."""
+    inner = {s.acc for s in walk(loop.body) if isinstance(s, AccInit)}
+    updated = [s.acc for s in walk(loop.body) if isinstance(s, AccUpdate)]
+    return [acc for acc in dict.fromkeys(updated) if acc not in inner]
+
+
 def _is_fill(loop: Loop) -> bool:
     """for i: b[i] = constant, each iteration its own element."""
     return bool(loop.body) and all(
-        isinstance(s, Store) and isinstance(s.value, Const) and loop.var in _symbols(s.index)
+        isinstance(s, Store) and isinstance(s.value, Const) and loop.var in symbolic.dim_symbols([s.index])
         for s in loop.body
     )
 
@@ -316,6 +325,3 @@ def _acc_refs(expr):
         for arg in expr.args:
             yield from _acc_refs(arg)
 
-
-def _symbols(index) -> list:
-    return [] if isinstance(index, int) else symbolic.as_dim(index).symbols()

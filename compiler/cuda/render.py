@@ -24,10 +24,10 @@ from ..c_dims import LONG_LONG_LITERAL, c_dim, dim_helpers
 from ..loop_walk import walk
 from ..loopir import AccInit, AccUpdate, Loop, Program, Store, is_loop_var
 from . import plan as planning
-from .expressions import ExpressionWriter, identifier
+from .expressions import ExpressionWriter, buffer_name, identifier
 from .ops import ACC_UPDATE, C_TYPES, HELPERS, VALUE_TYPES, constant, identity
 from .plan import (BLOCK, ROW_BLOCK, ChunkReduction, Combine, CudaProgram, GridLoop, Launch,
-                   RowBlock, Serial, TiledGemm, lane_loop)
+                   RowBlock, Serial, TiledGemm, lane_loop, outer_sums)
 
 #: The side of a matrix-product tile: TILE² threads per block, one per element of C.
 TILE = 16
@@ -85,13 +85,6 @@ def _uniform_statements(stmts):
             yield s
 
 
-def _outer_sums(loop: Loop) -> list:
-    """Accumulators a shared loop adds to but does not set up: the threads' partials."""
-    inner = {s.acc for s in walk(loop.body) if isinstance(s, AccInit)}
-    updated = [s.acc for s in walk(loop.body) if isinstance(s, AccUpdate)]
-    return [acc for acc in dict.fromkeys(updated) if acc not in inner]
-
-
 class _Symbols(dict):
     """Symbol → C name for `c_dim`; records the dims a kernel uses."""
 
@@ -120,6 +113,7 @@ class _KernelWriter:
         self.depth = 1
         self.private = {}  # accumulator → C name, where it is not the default
         self.temporaries = 0
+        self.reduction_arrays = {}  # a RowBlock's summed accumulator → its shared array
 
     # -- kernels ---------------------------------------------------------------------
     def render(self, kernel):
@@ -158,19 +152,14 @@ class _KernelWriter:
         shared = self._shared_arrays(accs)
         chunk = self.symbols[kernel.loop.var]
         self.emit(f"const long long {chunk} = blockIdx.x;")
-        self._strided_partials(kernel.inits + [kernel.inner], kernel.inner, accs, shared)
-        self._tree_reduction(accs, shared)
+        self._thread_sums(kernel.inner, accs, shared)
 
         def finals():
             for acc, array in zip(accs, shared):
                 self.emit(f"const {VALUE_TYPES[acc.dtype]} {self.acc_name(acc)} = {array}[0];")
             self.statements(kernel.finals)
 
-        self.emit("FG_EACH_THREAD {")
-        self.depth += 1
-        self.block("if (threadIdx.x == 0)", finals)
-        self.depth -= 1
-        self.emit("}")
+        self._thread_zero(kernel.finals, finals)
 
     def _row_block(self, loop: Loop):
         """One block per iteration; its uniform accumulators are shared scalars
@@ -179,7 +168,7 @@ class _KernelWriter:
         for acc in dict.fromkeys(s.acc for s in _uniform_statements(loop.body)
                                  if isinstance(s, AccInit)):
             self.emit(f"__shared__ {VALUE_TYPES[acc.dtype]} {self.acc_name(acc)};")
-        reduced = list(dict.fromkeys(acc for lane in lanes for acc in _outer_sums(lane)))
+        reduced = list(dict.fromkeys(acc for lane in lanes for acc in outer_sums(lane)))
         self.reduction_arrays = dict(zip(reduced, self._shared_arrays(reduced, ROW_BLOCK)))
         self.emit(f"const long long {self.symbols[loop.var]} = blockIdx.x;")
         self._uniform(loop.body)
@@ -190,11 +179,17 @@ class _KernelWriter:
         pending = []
 
         def flush():
-            if pending:
-                work = list(pending)
-                self._thread_zero([], lambda: [step() for step in work])
-                self.emit("FG_SYNC;")
-                pending.clear()
+            if not pending:
+                return
+            work = list(pending)
+            pending.clear()
+
+            def run():
+                for step in work:
+                    step()
+
+            self._thread_zero([], run)
+            self.emit("FG_SYNC;")
 
         for stmt in stmts:
             if not isinstance(stmt, Loop):
@@ -215,17 +210,11 @@ class _KernelWriter:
         """The threads share the loop's iterations; its sums are the threads' partials,
         reduced by a tree. Returns thread 0's fold of the sums into the shared
         accumulators (None when the loop sums nothing)."""
-        accs = _outer_sums(loop)
-        for acc in accs:
-            self.private[acc] = f"p_{identifier(acc.name)}"
-        inits = [AccInit(acc) for acc in accs]
+        accs = outer_sums(loop)
         arrays = [self.reduction_arrays[acc] for acc in accs]
-        self._strided_partials(inits + [loop], loop, accs, arrays)
-        for acc in accs:
-            del self.private[acc]
+        self._thread_sums(loop, accs, arrays, private="p_")
         if not accs:
             return None
-        self._tree_reduction(accs, arrays)
 
         def fold():
             for acc, array in zip(accs, arrays):
@@ -241,13 +230,7 @@ class _KernelWriter:
         if kernel.prologue:
             self._thread_zero(kernel.prologue, lambda: self.statements(kernel.prologue))
             self.emit("FG_SYNC;")
-        for acc in accs:  # each thread's partial, in a register
-            self.private[acc] = self.acc_name(acc)
-        inits = [AccInit(acc) for acc in accs]
-        self._strided_partials(inits + [loop], loop, accs, shared)
-        self._tree_reduction(accs, shared)
-        for acc in accs:
-            del self.private[acc]
+        self._thread_sums(loop, accs, shared, private="a_")  # partials, not the slots
 
         def fold():
             for acc, array in zip(accs, shared):
@@ -259,11 +242,8 @@ class _KernelWriter:
 
     def _thread_zero(self, stmts, body):
         """FG_EACH_THREAD { if (threadIdx.x == 0) { declarations; body } }"""
-        self.emit("FG_EACH_THREAD {")
-        self.depth += 1
-        self.block("if (threadIdx.x == 0)", lambda: self._declared(stmts, body))
-        self.depth -= 1
-        self.emit("}")
+        self.block("FG_EACH_THREAD", lambda: self.block(
+            "if (threadIdx.x == 0)", lambda: self._declared(stmts, body)))
 
     def _tiled_gemm(self, gemm):
         """C = A·B, one block per TILE×TILE tile of C (row-major tile numbering).
@@ -273,7 +253,7 @@ class _KernelWriter:
         products to its element's running sum, kept in shared memory too so the phases
         between barriers hold no thread state. Each element sums over k in order."""
         m, n, k = (self.index(d) for d in (gemm.m, gemm.n, gemm.k))
-        a, b, c = (f"b_{identifier(x.name)}" for x in (gemm.a, gemm.b, gemm.c))
+        a, b, c = (buffer_name(x) for x in (gemm.a, gemm.b, gemm.c))
         self.reads |= {gemm.a, gemm.b}
         self.writes.add(gemm.c)
         t = VALUE_TYPES[gemm.c.dtype]
@@ -332,17 +312,25 @@ class _KernelWriter:
             self.emit(f"__shared__ {VALUE_TYPES[acc.dtype]} fg_red{k}[{threads}];")
         return arrays
 
-    def _strided_partials(self, stmts, strided: Loop, accs, shared):
-        """Each thread runs `stmts` with `strided` over elements threadIdx.x + k·blockDim.x,
-        then puts its accumulators in shared memory."""
+    def _thread_sums(self, loop: Loop, accs, shared, private: str | None = None):
+        """Each thread runs `loop` over elements threadIdx.x + k·blockDim.x, summing into
+        its own `accs` (named `private` + name where they are not the kernel's own),
+        and a tree combines the threads' sums into element 0 of the `shared` arrays."""
+        for acc in accs if private else ():
+            self.private[acc] = f"{private}{identifier(acc.name)}"
+        stmts = [AccInit(acc) for acc in accs] + [loop]
 
         def body():
-            self.statements(stmts, strided=strided)
+            self.statements(stmts, strided=loop)
             for acc, array in zip(accs, shared):
                 self.emit(f"{array}[threadIdx.x] = {self.acc_name(acc)};")
 
         self._each_thread(stmts, body)
         self.emit("FG_SYNC;")
+        for acc in accs if private else ():
+            del self.private[acc]
+        if accs:
+            self._tree_reduction(accs, shared)
 
     def _tree_reduction(self, accs, shared):
         """Halving steps: thread t < s combines element t + s into t. Fixed order."""
@@ -353,22 +341,14 @@ class _KernelWriter:
                 self.emit(f"{array}[threadIdx.x] = {combined};")
 
         def halving():
-            self.emit("FG_EACH_THREAD {")
-            self.depth += 1
-            self.block("if (threadIdx.x < fg_s)", step)
-            self.depth -= 1
-            self.emit("}")
+            self.block("FG_EACH_THREAD", lambda: self.block("if (threadIdx.x < fg_s)", step))
             self.emit("FG_SYNC;")
 
         self.block("for (unsigned int fg_s = blockDim.x / 2; fg_s > 0; fg_s /= 2)", halving)
 
     def _each_thread(self, stmts, body):
         """FG_EACH_THREAD { declarations of the thread's accumulators and local arrays; body }"""
-        self.emit("FG_EACH_THREAD {")
-        self.depth += 1
-        self._declared(stmts, body)
-        self.depth -= 1
-        self.emit("}")
+        self.block("FG_EACH_THREAD", lambda: self._declared(stmts, body))
 
     def _declared(self, stmts, body):
         """The accumulators and local arrays `stmts` use, declared; then `body`."""
@@ -377,7 +357,7 @@ class _KernelWriter:
                 self.emit(f"{VALUE_TYPES[acc.dtype]} {self.acc_name(acc)};")
         for buffer in self._local_buffers(stmts):
             size = symbolic.evaluate(symbolic.product(buffer.shape), {})
-            self.emit(f"{C_TYPES[buffer.dtype]} b_{identifier(buffer.name)}[{max(size, 1)}];")
+            self.emit(f"{C_TYPES[buffer.dtype]} {buffer_name(buffer)}[{max(size, 1)}];")
         body()
 
     def _local_buffers(self, stmts) -> list:
@@ -394,7 +374,7 @@ class _KernelWriter:
         params = [f"long long d_{identifier(d)}" for d in dims]
         for b in buffers:
             const = "" if b in self.writes else "const "
-            params.append(f"{const}{C_TYPES[b.dtype]} *__restrict__ b_{identifier(b.name)}")
+            params.append(f"{const}{C_TYPES[b.dtype]} *__restrict__ {buffer_name(b)}")
         head = f'extern "C" __global__ void __launch_bounds__({block}) {self.name}('
         text = head + ", ".join(params) + ")\n{\n" + "\n".join(self.lines) + "\n}"
         launch = Launch(self.name, grid, block, 0, tuple(dims) + tuple(b.name for b in buffers))
@@ -438,7 +418,7 @@ class _KernelWriter:
         self.writes.add(buffer)
         if text is None:
             text = self.expression(value)
-        target = f"b_{identifier(buffer.name)}[{self.index(index)}]"
+        target = f"{buffer_name(buffer)}[{self.index(index)}]"
         if buffer.dtype == "bool":
             text = f"(unsigned char)({text})"
         self.emit(f"{target} = {text};")
@@ -457,7 +437,7 @@ class _KernelWriter:
         slot = self.slot_of[acc]
         self.reads.add(slot)
         self.writes.add(slot)
-        return f"b_{identifier(slot.name)}[0]"
+        return f"{buffer_name(slot)}[0]"
 
     def acc_name(self, acc) -> str:
         return self.private.get(acc) or f"a_{identifier(acc.name)}"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from llvmlite import ir
 
+from ..loopir import ITEM_BYTES
 from .mathlib import VECTOR_MATH
 
 I1 = ir.IntType(1)
@@ -25,7 +26,7 @@ PTR = ir.PointerType()
 VALUE_TYPES = {"float64": ir.DoubleType(), "float32": ir.FloatType(), "bool": I1}
 #: The type of an element in memory (a bool is one byte, 0 or 1).
 STORAGE_TYPES = {"float64": ir.DoubleType(), "float32": ir.FloatType(), "bool": I8}
-ELEMENT_SIZES = {"float64": 8, "float32": 4, "bool": 1}
+ELEMENT_SIZES = ITEM_BYTES
 
 
 def value_type(dtype: str) -> ir.Type:

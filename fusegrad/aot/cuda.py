@@ -32,6 +32,7 @@ from pathlib import Path
 from .. import __version__
 from ..compiler.c_dims import c_dim, dim_helpers
 from ..compiler.errors import FusegradError
+from ..compiler.loopir import ITEM_BYTES
 from ..runtime.cuda import driver
 from . import csource
 from .build import library_name
@@ -41,7 +42,6 @@ from .csource import status_macro
 DEFAULT_ARCHS = ("sm_80", "sm_90")
 ERR_CUDA = 5  # a status beyond the CPU build's (csource.STATUSES)
 BLAS_STATUS = 4  # the CPU build's 32-bit BLAS limit: no BLAS here
-_ITEM_BYTES = {"float64": 8, "float32": 4, "bool": 1}
 
 
 @dataclass
@@ -381,7 +381,7 @@ def _function_source(library: str, entry, cuda, images) -> str:
     run.append("    int fg__status = 0;")
     run.append(f"    CUresult fg__result = fg_load(&{c}_module);")
     for k, buffer in enumerate(cuda.scratch):
-        size = f"(size_t)({_elements(buffer.shape, names)}) * {_ITEM_BYTES[buffer.dtype]}"
+        size = f"(size_t)({_elements(buffer.shape, names)}) * {ITEM_BYTES[buffer.dtype]}"
         allocate = f"cuMemAlloc_v2(&fg__scratch[{k}], {size})"
         run.append(f"    if (!fg__result && {size} > 0 && {allocate})")
         run.append(f"        fg__status = {status_macro(library, 2)};")

@@ -11,9 +11,8 @@ CudaDevice (runtime/cuda/device.py) or the CPU emulation (runtime/cuda/emulate.p
 
 from __future__ import annotations
 
-import numpy as np
-
 from ...compiler import symbolic
+from ...compiler.loopir import ITEM_BYTES
 
 
 def execute(device, cuda, dims, inputs, outputs) -> None:
@@ -23,7 +22,7 @@ def execute(device, cuda, dims, inputs, outputs) -> None:
     try:
         for buffer in cuda.scratch:
             elements = symbolic.evaluate(symbolic.product(buffer.shape), dims)
-            pointer = device.alloc(max(1, elements * np.dtype(_NUMPY[buffer.dtype]).itemsize))
+            pointer = device.alloc(max(1, elements * ITEM_BYTES[buffer.dtype]))
             scratch.append(pointer)
             pointers[buffer.name] = pointer
         for launch in cuda.steps:
@@ -35,6 +34,3 @@ def execute(device, cuda, dims, inputs, outputs) -> None:
             device.synchronize()  # the launches may still be reading it
         for pointer in scratch:
             device.free(pointer)
-
-
-_NUMPY = {"float64": np.float64, "float32": np.float32, "bool": np.uint8}
