@@ -154,6 +154,9 @@ class Gemm:
     # c is known to be symmetric (c = bᵀ diag(s) b, see `symmetric_products`): a renderer
     # may compute one triangle and mirror it
     symmetric: bool = False
+    # ±1: c = gram · aᵀa (BLAS `syrk`), a holding b's rows scaled by √|s| (s of one sign,
+    # proved by `value_bounds`); b is then not read. 0: c = op(a)·op(b).
+    gram: int = 0
 
 
 @dataclass(eq=False)
@@ -218,7 +221,10 @@ def format_program(program: Program) -> str:
                 a = f"{s.a.name}ᵀ" if s.trans_a else s.a.name
                 b = f"{s.b.name}ᵀ" if s.trans_b else s.b.name
                 kind = "gemm" if not s.symmetric else "symmetric_gemm"
-                lines.append(f"{pad}{s.c.name} = {kind}({a}, {b})  # {s.m!r}×{s.k!r} @ {s.k!r}×{s.n!r}")
+                operands = f"{a}, {b}"
+                if s.gram:
+                    kind, operands = "gram", f"{'+' if s.gram > 0 else '-'}{s.a.name}ᵀ{s.a.name}"
+                lines.append(f"{pad}{s.c.name} = {kind}({operands})  # {s.m!r}×{s.k!r} @ {s.k!r}×{s.n!r}")
             elif isinstance(s, Block):
                 emit(s.body, depth)
 
