@@ -15,7 +15,7 @@ extern "C" {
 #endif
 
 /* ABI version of this runtime; bump when a signature or behaviour changes. */
-#define FG_RUNTIME_ABI_VERSION 2
+#define FG_RUNTIME_ABI_VERSION 3
 
 /* Alignment (bytes) of every block returned by fg_alloc. */
 #define FG_ALLOC_ALIGNMENT 64
@@ -74,6 +74,34 @@ void fg_parallel_for(int64_t n, int64_t grain, fg_parallel_body body, void *ctx)
  * default is $FUSEGRAD_NUM_THREADS, else the number of online CPUs. */
 void fg_set_num_threads(int n);
 int fg_get_num_threads(void);
+
+/* -- matrix products on the pool (fusegrad_products.c) ---------------------- */
+
+/* Element types of the products, as bytes per element. */
+#define FG_FLOAT64 8
+#define FG_FLOAT32 4
+
+/* C (m x n) = op(A) op(B), all C-contiguous row-major; op(A) is m x k (A stored
+ * k x m when trans_a), op(B) k x n (B stored n x k when trans_b). `gemm` is the
+ * row-major cblas_dgemm (item FG_FLOAT64) or cblas_sgemm (FG_FLOAT32), called
+ * once per piece of the product (bands of C, or parts of k whose partial
+ * products are summed in part order) from fg_parallel_for; the pieces depend on
+ * m, n and k only, so the result has the same bits for any thread count. The
+ * BLAS should run one thread of its own (OPENBLAS_NUM_THREADS=1). Dims fit in
+ * int (the caller checks). */
+void fg_gemm(int item, void (*gemm)(void), int trans_a, int trans_b, int64_t m, int64_t n,
+             int64_t k, const void *a, const void *b, void *c);
+
+/* C (n x n) = A^T B for A, B (k x n) whose product is known to be symmetric
+ * (A = diag(s) B): lower triangles by cblas_?gemmt per part of k (or bands of
+ * the full product by cblas_?gemm when k < 4 n), mirrored: C is exactly
+ * symmetric. */
+void fg_symmetric_product(int item, void (*gemm)(void), void (*gemmt)(void), int64_t n,
+                          int64_t k, const void *a, const void *b, void *c);
+
+/* C (n x n) = alpha A^T A for A (k x n), by cblas_?syrk per part of k, mirrored. */
+void fg_gram(int item, void (*syrk)(void), int64_t n, int64_t k, double alpha, const void *a,
+             void *c);
 
 #ifdef __cplusplus
 }

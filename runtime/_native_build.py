@@ -32,6 +32,13 @@ typedef void (*fg_parallel_body)(void *ctx, int64_t begin, int64_t end);
 void fg_parallel_for(int64_t n, int64_t grain, fg_parallel_body body, void *ctx);
 void fg_set_num_threads(int n);
 int fg_get_num_threads(void);
+
+void fg_gemm(int item, void (*gemm)(void), int trans_a, int trans_b, int64_t m, int64_t n,
+             int64_t k, const void *a, const void *b, void *c);
+void fg_symmetric_product(int item, void (*gemm)(void), void (*gemmt)(void), int64_t n,
+                          int64_t k, const void *a, const void *b, void *c);
+void fg_gram(int item, void (*syrk)(void), int64_t n, int64_t k, double alpha, const void *a,
+             void *c);
 """
 
 ffibuilder = cffi.FFI()
@@ -39,7 +46,8 @@ ffibuilder.cdef(CDEF)
 ffibuilder.set_source(
     "fusegrad.runtime._native",
     '#include "fusegrad_rt.h"\n',
-    sources=[os.path.join(_CSRC, "fusegrad_rt.c"), os.path.join(_CSRC, "fusegrad_pool.c")],
+    sources=[os.path.join(_CSRC, name)
+             for name in ("fusegrad_rt.c", "fusegrad_pool.c", "fusegrad_products.c")],
     include_dirs=[_CSRC],
     depends=[os.path.join(_CSRC, "fusegrad_rt.h")],
     extra_compile_args=["-O2", "-pthread"],

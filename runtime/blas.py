@@ -5,9 +5,11 @@ CBLAS entry points are handed to the JIT, so a kernel calls `cblas_dgemm`
 directly. Its symbols carry the wheel's prefix: `scipy_cblas_dgemm`. Dims are
 32-bit ints in this build; the kernels check that they fit.
 
-OpenBLAS runs its own threads; fusegrad calls it only from the entry point's
-own thread (never inside a parallel loop), and sets its thread count to
-fusegrad's, so the two pools take turns instead of oversubscribing the cores.
+OpenBLAS is set to one thread: fusegrad runs the products on its own pool, one
+single-threaded BLAS call per piece of a product (csrc/fusegrad_products.c), so
+one pool has the cores and no second pool spins between fusegrad's loops. (This
+library is fusegrad's own copy of OpenBLAS; NumPy's is another and keeps its
+threads.)
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import os
 import threading
 
 import cffi
+
+from ..compiler.llvm.render import BLAS_SYMBOLS
 
 _ffi = cffi.FFI()
 _ffi.cdef(
@@ -32,6 +36,10 @@ _ffi.cdef(
     void scipy_cblas_sgemmt(int order, int uplo, int transa, int transb, int n, int k,
                             float alpha, const float *a, int lda, const float *b, int ldb,
                             float beta, float *c, int ldc);
+    void scipy_cblas_dsyrk(int order, int uplo, int trans, int n, int k, double alpha,
+                           const double *a, int lda, double beta, double *c, int ldc);
+    void scipy_cblas_ssyrk(int order, int uplo, int trans, int n, int k, float alpha,
+                           const float *a, int lda, float beta, float *c, int ldc);
     void scipy_openblas_set_num_threads(int n);
     int scipy_openblas_get_num_threads(void);
     """
@@ -40,10 +48,7 @@ _lock = threading.Lock()
 _library = None
 _missing = None
 
-#: The symbols the generated code may call, as the JIT knows them.
-GEMM_SYMBOLS = {"float64": "scipy_cblas_dgemm", "float32": "scipy_cblas_sgemm"}
-#: One triangle of a product known to be symmetric (OpenBLAS ≥ 0.3.20).
-GEMMT_SYMBOLS = {"float64": "scipy_cblas_dgemmt", "float32": "scipy_cblas_sgemmt"}
+
 
 
 def _load():
@@ -59,11 +64,8 @@ def _load():
         except (ImportError, OSError) as exc:
             _missing = str(exc)
             return None
-        from .native import get_num_threads
-
-        # One thread count for both pools: OpenBLAS runs only between fusegrad's
-        # parallel loops, on the same cores.
-        _library.scipy_openblas_set_num_threads(get_num_threads())
+        # fusegrad's pool runs the products (see the module doc)
+        _library.scipy_openblas_set_num_threads(1)
         return _library
 
 
@@ -72,22 +74,18 @@ def available() -> bool:
 
 
 def symbol_addresses() -> dict[str, int]:
-    """Addresses of the GEMM and GEMMT entry points, for `llvmlite.binding.add_symbol`."""
+    """Addresses of the BLAS entry points, for `llvmlite.binding.add_symbol`."""
     library = _load()
     if library is None:
         return {}
     return {
         name: int(_ffi.cast("uintptr_t", _ffi.addressof(library, name)))
-        for name in [*GEMM_SYMBOLS.values(), *GEMMT_SYMBOLS.values()]
+        for table in BLAS_SYMBOLS.values()  # gemm; gemmt (OpenBLAS ≥ 0.3.20); syrk
+        for name in table.values()
     }
 
 
-def set_num_threads(count: int) -> None:
-    library = _load()
-    if library is not None:
-        library.scipy_openblas_set_num_threads(int(count))
-
-
 def get_num_threads() -> int:
+    """OpenBLAS's own thread count (1 once fusegrad has loaded it)."""
     library = _load()
     return int(library.scipy_openblas_get_num_threads()) if library is not None else 1

@@ -29,7 +29,7 @@ __all__ = [
 ]
 
 #: Runtime functions that generated (JIT) code may call.
-JIT_SYMBOLS = ("fg_alloc", "fg_free", "fg_parallel_for")
+JIT_SYMBOLS = ("fg_alloc", "fg_free", "fg_parallel_for", "fg_gemm", "fg_symmetric_product", "fg_gram")
 
 
 def symbol_addresses() -> dict[str, int]:
@@ -54,16 +54,13 @@ def set_num_threads(n: int) -> None:
     """Threads that later parallel loops may use (``fg_set_num_threads``; at most 1024).
 
     The default is ``$FUSEGRAD_NUM_THREADS``, else the number of online CPUs. The
-    setting is process-wide; results do not depend on it. fusegrad's OpenBLAS
-    follows it, so matrix products use the same number of cores.
+    setting is process-wide; results do not depend on it. Matrix products run on
+    the same pool (one-thread BLAS calls per piece), so they follow it too.
     """
     n = int(n)
     if n < 1:
         raise ValueError(f"the number of threads must be at least 1, got {n}")
     lib.fg_set_num_threads(min(n, 1024))
-    from . import blas
-
-    blas.set_num_threads(min(n, 1024))
 
 
 def get_num_threads() -> int:

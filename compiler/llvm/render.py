@@ -68,14 +68,13 @@ from .scalar import (
 STATUS_OK, STATUS_NEGATIVE_DIM, STATUS_NO_MEMORY = 0, 1, 2
 STATUS_BLAS_DIMS = 4  # a matrix dim exceeds the 32-bit ints of the BLAS
 INT32_MAX = 2**31 - 1
-# Row-major CBLAS: the symbols of the scipy-openblas32 build, resolved by the runtime.
-CBLAS_ROW_MAJOR, CBLAS_NO_TRANS, CBLAS_TRANS = 101, 111, 112
-GEMM_SYMBOLS = {"float64": "scipy_cblas_dgemm", "float32": "scipy_cblas_sgemm"}
-GEMMT_SYMBOLS = {"float64": "scipy_cblas_dgemmt", "float32": "scipy_cblas_sgemmt"}
-CBLAS_LOWER = 122
-#: From this n on, a symmetric n × n product is one triangle (gemmt) and a mirror: measured
-#: with scipy-openblas32 on 10⁴ rows, gemmt is slower than gemm at n = 64, 1.6× faster at 512.
-SYMMETRIC_MIN_N = 128
+#: The BLAS entry points (row-major CBLAS, the symbols of the scipy-openblas32 build,
+#: resolved by the runtime) by routine and dtype; generated code passes their addresses
+#: to the C runtime's product functions (csrc/fusegrad_products.c), which call them.
+BLAS_SYMBOLS = {
+    routine: {"float64": f"scipy_cblas_d{routine}", "float32": f"scipy_cblas_s{routine}"}
+    for routine in ("gemm", "gemmt", "syrk")
+}
 NSW = ("nsw",)
 #: Innermost iterations a block of a parallel loop runs at least (see the module doc).
 PARALLEL_GRAIN_WORK = 16384
@@ -96,6 +95,10 @@ def render_program(program: loopir.Program, target_triple: str | None = None) ->
 
 def _i64(value: int) -> ir.Constant:
     return ir.Constant(I64, value)
+
+
+def _i32(value: int) -> ir.Constant:
+    return ir.Constant(I32, value)
 
 
 def _llvm_name(name: str) -> str:
@@ -467,54 +470,44 @@ class _Renderer:
         self.statements(stmt.body)
 
     def gemm(self, stmt: loopir.Gemm):
-        """C = A·B through row-major `cblas_?gemm` (dims were checked to fit in int32).
+        """C = A·B by the C runtime on fusegrad's pool, one-thread BLAS calls per piece
+        (dims were checked to fit in int32):
 
-        A `symmetric` C with n ≥ SYMMETRIC_MIN_N is computed as its lower triangle by
-        `cblas_?gemmt` (half the work); below that, gemm is faster. Either way the
-        lower triangle is then mirrored, so C is exactly symmetric (gemm's two
-        triangles differ in rounding)."""
-        if not stmt.symmetric:
-            self._blas_product(stmt, triangle=False)
-            return
-        b = self.builder
-        large = b.icmp_signed(">=", self.index(stmt.n), _i64(SYMMETRIC_MIN_N))
-        with b.if_else(large) as (then, otherwise):
-            with then:
-                self._blas_product(stmt, triangle=True)
-            with otherwise:
-                self._blas_product(stmt, triangle=False)
-        self.statements(_mirror_lower_triangle(stmt.c, stmt.n))
+            fg_gemm(item, &cblas_?gemm, trans_a, trans_b, m, n, k, a, b, c)
+            fg_symmetric_product(item, &cblas_?gemm, &cblas_?gemmt, n, k, a, b, c)
+            fg_gram(item, &cblas_?syrk, n, k, ±1.0, a, c)        # C = ±AᵀA
 
-    def _blas_product(self, stmt: loopir.Gemm, triangle: bool):
-        b = self.builder
+        A `symmetric` C is computed as lower triangles and mirrored, so it is exactly
+        symmetric (gemm's two triangles differ in rounding)."""
         dtype = stmt.c.dtype
-        element = value_type(dtype)
-        name = (GEMMT_SYMBOLS if triangle else GEMM_SYMBOLS)[dtype]
+        item = _i32(ELEMENT_SIZES[dtype])
+        a, b, c = (self._buffer_pointer(x) for x in (stmt.a, stmt.b, stmt.c))
+        n, k = self.index(stmt.n), self.index(stmt.k)
+        if stmt.gram:
+            alpha = ir.Constant(ir.DoubleType(), float(stmt.gram))
+            self._runtime_call("fg_gram", [item, self._blas("syrk", dtype), n, k, alpha, a, c])
+        elif stmt.symmetric:
+            self._runtime_call("fg_symmetric_product", [
+                item, self._blas("gemm", dtype), self._blas("gemmt", dtype), n, k, a, b, c])
+        else:
+            flags = [_i32(int(t)) for t in (stmt.trans_a, stmt.trans_b)]
+            self._runtime_call("fg_gemm", [item, self._blas("gemm", dtype), *flags,
+                                           self.index(stmt.m), n, k, a, b, c])
+
+    def _blas(self, routine: str, dtype: str) -> ir.Function:
+        """The BLAS routine as an external symbol, passed by address (never called here)."""
+        name = BLAS_SYMBOLS[routine][dtype]
         function = self.module.globals.get(name)
         if function is None:
-            signature = [I32] * 6 + [element, PTR, I32, PTR, I32, element, PTR, I32]
-            function = ir.Function(self.module, ir.FunctionType(ir.VoidType(), signature), name)
+            function = ir.Function(self.module, ir.FunctionType(VOID, []), name)
+        return function
+
+    def _runtime_call(self, name: str, args: list):
+        function = self.module.globals.get(name)
+        if function is None:
+            function = ir.Function(self.module, ir.FunctionType(VOID, [a.type for a in args]), name)
             function.attributes.add("nounwind")
-
-        def i32(dim):
-            return b.trunc(self.index(dim), I32)
-
-        def leading(dim):  # BLAS wants a leading dimension of at least 1
-            return i32(symbolic.dim_max(dim, 1))
-
-        m, n, k = stmt.m, stmt.n, stmt.k
-        lda = leading(m if stmt.trans_a else k)
-        ldb = leading(k if stmt.trans_b else n)
-        flags = [ir.Constant(I32, CBLAS_TRANS if t else CBLAS_NO_TRANS)
-                 for t in (stmt.trans_a, stmt.trans_b)]
-        # gemm(order, ta, tb, m, n, k, ...); gemmt(order, uplo, ta, tb, n, k, ...)
-        shape = [ir.Constant(I32, CBLAS_LOWER)] + flags + [i32(n), i32(k)] if triangle else \
-            flags + [i32(m), i32(n), i32(k)]
-        b.call(function, [ir.Constant(I32, CBLAS_ROW_MAJOR)] + shape + [
-            ir.Constant(element, 1.0),
-            self._buffer_pointer(stmt.a), lda, self._buffer_pointer(stmt.b), ldb,
-            ir.Constant(element, 0.0), self._buffer_pointer(stmt.c), leading(n),
-        ])
+        self.builder.call(function, args)
 
     def _buffer_pointer(self, buffer: loopir.Buffer) -> ir.Value:
         pointer = self.pointers.get(buffer)
@@ -648,14 +641,6 @@ _STATEMENTS = {
     loopir.Block: _Renderer.block,
     loopir.Gemm: _Renderer.gemm,
 }
-
-
-def _mirror_lower_triangle(c: loopir.Buffer, n) -> list:
-    """c[j, i] = c[i, j] for j < i: the upper triangle from the lower one."""
-    i, j = symbolic.Dim.symbol("@mirror_i"), symbolic.Dim.symbol("@mirror_j")
-    n = symbolic.as_dim(n)
-    return [loopir.Loop("@mirror_i", n, [loopir.Loop("@mirror_j", i, [
-        loopir.Store(c, j * n + i, loopir.Load(c, i * n + j))])])]
 
 
 def _is_map_loop(stmts) -> bool:

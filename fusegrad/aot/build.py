@@ -34,6 +34,8 @@ BLAS_SYMBOLS = {
     "scipy_cblas_sgemm",
     "scipy_cblas_dgemmt",
     "scipy_cblas_sgemmt",
+    "scipy_cblas_dsyrk",
+    "scipy_cblas_ssyrk",
 }
 
 

@@ -22,7 +22,7 @@ import llvmlite.binding as llvm
 
 from ..compiler import pipeline
 from ..compiler.llvm.render import render_program
-from ..runtime import jit
+from ..runtime import jit, native
 from .collect import BuildError, Entry
 
 #: --target-cpu choices: the LLVM CPU name and features (None: the build machine's).
@@ -32,7 +32,7 @@ TARGET_CPUS = {
     "x86-64": ("x86-64", ""),  # any x86-64 CPU: SSE2
 }
 #: The C runtime functions generated code calls (renamed per library).
-RUNTIME_CALLS = ("fg_alloc", "fg_free", "fg_parallel_for")
+RUNTIME_CALLS = native.JIT_SYMBOLS
 BLAS_PREFIX = "scipy_cblas_"
 
 

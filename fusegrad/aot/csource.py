@@ -173,7 +173,12 @@ def header(library: str, source: str, entries, kernels, target: Target, blas: st
     blas_line = f"BLAS: {blas}" if blas else "BLAS: none (self-contained generated loops)"
     blas_threads = ""
     if blas:
-        blas_threads = "\n * Matrix products run on OpenBLAS's own threads ($OPENBLAS_NUM_THREADS)."
+        blas_threads = (
+            "\n * Matrix products run on the same pool, one BLAS call per piece of a product\n"
+            " * (bands of the result, or parts of the inner dim summed in a fixed order):\n"
+            " * run with OPENBLAS_NUM_THREADS=1 (or openblas_set_num_threads(1)) so that\n"
+            " * OpenBLAS starts no threads of its own inside them."
+        )
     declarations = []
     for entry, kernel in zip(entries, kernels):
         declarations.append(function_comment(entry, kernel, library))

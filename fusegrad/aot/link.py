@@ -6,7 +6,7 @@
     tools.archive(objects, "libm.a")
     tools.exported("libm.so"), tools.undefined("libm.so")   # nm -D
 
-The C runtime (csrc/fusegrad_rt.c, csrc/fusegrad_pool.c) is compiled into every library
+The C runtime (csrc/fusegrad_rt.c, fusegrad_pool.c, fusegrad_products.c) is compiled into every library
 with `-fvisibility=hidden` and its functions renamed `<library>_fg_*`, so that neither
 the shared nor the static library exposes an `fg_*` symbol a program could meet twice.
 """
@@ -22,7 +22,7 @@ from pathlib import Path
 
 from .collect import BuildError
 
-RUNTIME_SOURCES = ("fusegrad_rt.c", "fusegrad_pool.c")
+RUNTIME_SOURCES = ("fusegrad_rt.c", "fusegrad_pool.c", "fusegrad_products.c")
 RUNTIME_HEADER = "fusegrad_rt.h"
 # FG_NO_BLOCK_CACHE: an AOT library keeps no state between calls (csrc/fusegrad_rt.c)
 C_FLAGS = ("-std=c99", "-O2", "-fPIC", "-pthread", "-fvisibility=hidden", "-DFG_NO_BLOCK_CACHE")

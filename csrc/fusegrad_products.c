@@ -1,0 +1,322 @@
+/*
+ * fusegrad_products.c -- matrix products run on fusegrad's own thread pool, one
+ * single-threaded BLAS call per piece.
+ *
+ * Plain C99. The BLAS entry points are passed in by the caller (generated code
+ * passes the addresses of cblas_?gemm, cblas_?gemmt and cblas_?syrk), so this
+ * file links against no BLAS itself.
+ *
+ * Pieces (fixed by the shape of the product alone, never by the thread count, so
+ * a product gives the same bits with 1 thread or 16):
+ *
+ *   - bands of rows of C, or of columns when C is wider than tall:
+ *         C[i0:i1, :] = op(A)[i0:i1, :] · op(B)
+ *     each element of C comes from one call that runs over all of k;
+ *   - parts of k, when C is small and k long (a Hessian Xᵀ diag(s) X of many rows,
+ *     a gradient Xᵀ R):
+ *         C_p = op(A)[:, k_p] · op(B)[k_p, :],   C = (C_0 + C_1) + C_2 + …
+ *     summed in part order.
+ *
+ * Symmetric products (C = Bᵀ diag(s) B, or C = ±AᵀA when s has one sign) compute
+ * the lower triangle of each part (gemmt, syrk: about half of gemm's work), sum
+ * the triangles and mirror them, so C is exactly symmetric.
+ *
+ * Why not the BLAS's own threads: OpenBLAS splits m and n only, so the 64×64
+ * Hessian of 10,000 rows took 1.6 ms on two of its threads against 0.9 ms for two
+ * one-thread syrk calls on halves of k; and its threads spin for a while after
+ * each call, competing with fusegrad's pool for the same cores. The runtime sets
+ * OpenBLAS to one thread (runtime/blas.py); an AOT library's user should do the
+ * same (OPENBLAS_NUM_THREADS=1), see the generated header.
+ *
+ * If the partial sums of a k split cannot be allocated, the product runs as one
+ * call on the calling thread instead (correct, slower, other bits).
+ */
+#include "fusegrad_rt.h"
+
+#include <stdint.h>
+#include <string.h>
+
+/* CBLAS enumerations (cblas.h), passed as ints. */
+#define ROW_MAJOR 101
+#define NO_TRANS 111
+#define TRANS 112
+#define LOWER 122
+
+/* Below this many multiply-adds a product is one call on the calling thread:
+ * waking the pool and packing operands per piece would cost more than it saves. */
+#define SERIAL_WORK ((int64_t)1 << 19)
+/* Rows (or columns) of C per band at least, and bands at most. */
+#define BAND_MIN 64
+#define MAX_BANDS 32
+/* Rows of k per part at least, parts at most, and the memory their partial sums
+ * may take: each part after the first has an m × n partial of its own. */
+#define PART_MIN 512
+#define MAX_PARTS 8
+#define PARTIALS_BYTES ((int64_t)64 << 20)
+/* k split when k is this many times the larger side of C, or more. */
+#define TALL 4
+
+typedef void (*dgemm_fn)(int, int, int, int, int, int, double, const double *, int,
+                         const double *, int, double, double *, int);
+typedef void (*sgemm_fn)(int, int, int, int, int, int, float, const float *, int,
+                         const float *, int, float, float *, int);
+typedef void (*dgemmt_fn)(int, int, int, int, int, int, double, const double *, int,
+                          const double *, int, double, double *, int);
+typedef void (*sgemmt_fn)(int, int, int, int, int, int, float, const float *, int,
+                          const float *, int, float, float *, int);
+typedef void (*dsyrk_fn)(int, int, int, int, int, double, const double *, int, double,
+                         double *, int);
+typedef void (*ssyrk_fn)(int, int, int, int, int, float, const float *, int, float,
+                         float *, int);
+
+enum kind { GEMM, GEMMT, SYRK };
+enum split { WHOLE, ROWS, COLUMNS, PARTS };
+
+typedef struct product {
+    enum kind kind;
+    int item; /* bytes per element: FG_FLOAT64 or FG_FLOAT32 */
+    void (*blas)(void);
+    int trans_a, trans_b;
+    int64_t m, n, k, lda, ldb;
+    double alpha;
+    const char *a, *b;
+    char *c;
+    /* the pieces */
+    enum split split;
+    int64_t step, pieces;
+    char *partials; /* PARTS: pieces - 1 partials of m × n */
+} product;
+
+static int64_t at_least_1(int64_t x) { return x > 1 ? x : 1; }
+
+static int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+/* c (ldc = n) = alpha · op(a) · op(b) over an m × n × k piece; lower triangle only
+ * for GEMMT and SYRK (then m == n). */
+static void call_blas(const product *p, int64_t m, int64_t n, int64_t k, const char *a,
+                      const char *b, char *c)
+{
+    int ta = p->trans_a ? TRANS : NO_TRANS, tb = p->trans_b ? TRANS : NO_TRANS;
+    int lda = (int)p->lda, ldb = (int)p->ldb, ldc = (int)at_least_1(p->n);
+    if (p->item == FG_FLOAT64) {
+        double alpha = p->alpha;
+        const double *da = (const double *)a, *db = (const double *)b;
+        double *dc = (double *)c;
+        if (p->kind == GEMM)
+            ((dgemm_fn)p->blas)(ROW_MAJOR, ta, tb, (int)m, (int)n, (int)k, alpha, da, lda, db,
+                                ldb, 0.0, dc, ldc);
+        else if (p->kind == GEMMT)
+            ((dgemmt_fn)p->blas)(ROW_MAJOR, LOWER, ta, tb, (int)n, (int)k, alpha, da, lda, db,
+                                 ldb, 0.0, dc, ldc);
+        else
+            ((dsyrk_fn)p->blas)(ROW_MAJOR, LOWER, ta, (int)n, (int)k, alpha, da, lda, 0.0, dc,
+                                ldc);
+    } else {
+        float alpha = (float)p->alpha;
+        const float *fa = (const float *)a, *fb = (const float *)b;
+        float *fc = (float *)c;
+        if (p->kind == GEMM)
+            ((sgemm_fn)p->blas)(ROW_MAJOR, ta, tb, (int)m, (int)n, (int)k, alpha, fa, lda, fb,
+                                ldb, 0.0f, fc, ldc);
+        else if (p->kind == GEMMT)
+            ((sgemmt_fn)p->blas)(ROW_MAJOR, LOWER, ta, tb, (int)n, (int)k, alpha, fa, lda, fb,
+                                 ldb, 0.0f, fc, ldc);
+        else
+            ((ssyrk_fn)p->blas)(ROW_MAJOR, LOWER, ta, (int)n, (int)k, alpha, fa, lda, 0.0f, fc,
+                                ldc);
+    }
+}
+
+/* Address of element (row, col) of a row-major matrix with leading dimension ld. */
+static const char *element(const product *p, const char *base, int64_t row, int64_t col,
+                           int64_t ld)
+{
+    return base + (row * ld + col) * p->item;
+}
+
+/* Operands of rows [i0, i1) of op(A), columns [j0, j1) of op(B), k range [k0, k1). */
+static const char *a_at(const product *p, int64_t i, int64_t kk)
+{
+    return p->trans_a ? element(p, p->a, kk, i, p->lda) : element(p, p->a, i, kk, p->lda);
+}
+
+static const char *b_at(const product *p, int64_t kk, int64_t j)
+{
+    return p->trans_b ? element(p, p->b, j, kk, p->ldb) : element(p, p->b, kk, j, p->ldb);
+}
+
+static void run_pieces(void *ctx, int64_t begin, int64_t end)
+{
+    const product *p = ctx;
+    for (int64_t piece = begin; piece < end; ++piece) {
+        int64_t lo = piece * p->step, hi = lo + p->step;
+        if (p->split == ROWS) {
+            hi = hi < p->m ? hi : p->m;
+            call_blas(p, hi - lo, p->n, p->k, a_at(p, lo, 0), b_at(p, 0, 0),
+                      p->c + lo * p->n * p->item);
+        } else if (p->split == COLUMNS) {
+            hi = hi < p->n ? hi : p->n; /* a band of columns: ldc stays n */
+            call_blas(p, p->m, hi - lo, p->k, a_at(p, 0, 0), b_at(p, 0, lo), p->c + lo * p->item);
+        } else { /* PARTS */
+            char *out = piece == 0 ? p->c : p->partials + (piece - 1) * p->m * p->n * p->item;
+            hi = hi < p->k ? hi : p->k;
+            call_blas(p, p->m, p->n, hi - lo, a_at(p, 0, lo), b_at(p, lo, 0), out);
+        }
+    }
+}
+
+/* C += the partials in part order, rows [begin, end); for a triangle, only its lower
+ * part, then mirrored into the upper one. */
+static void sum_rows(void *ctx, int64_t begin, int64_t end)
+{
+    const product *p = ctx;
+    int triangle = p->kind != GEMM;
+    int64_t n = p->n, plane = p->m * p->n;
+    for (int64_t i = begin; i < end; ++i) {
+        int64_t width = triangle ? i + 1 : n;
+        if (p->item == FG_FLOAT64) {
+            double *c = (double *)p->c + i * n;
+            const double *partials = (const double *)p->partials + i * n;
+            for (int64_t part = 0; part + 1 < p->pieces; ++part)
+                for (int64_t j = 0; j < width; ++j)
+                    c[j] += partials[part * plane + j];
+            if (triangle)
+                for (int64_t j = 0; j < i; ++j)
+                    ((double *)p->c)[j * n + i] = c[j];
+        } else {
+            float *c = (float *)p->c + i * n;
+            const float *partials = (const float *)p->partials + i * n;
+            for (int64_t part = 0; part + 1 < p->pieces; ++part)
+                for (int64_t j = 0; j < width; ++j)
+                    c[j] += partials[part * plane + j];
+            if (triangle)
+                for (int64_t j = 0; j < i; ++j)
+                    ((float *)p->c)[j * n + i] = c[j];
+        }
+    }
+}
+
+/* Pieces of the product: bands of C, parts of k, or one whole call. */
+static void choose_pieces(product *p)
+{
+    int64_t side = p->m > p->n ? p->m : p->n;
+    p->split = WHOLE;
+    p->pieces = 1;
+    if (p->m * p->n * p->k < SERIAL_WORK)
+        return;
+    if (p->k >= TALL * side) {
+        int64_t parts = p->k / PART_MIN, partial = p->m * p->n * p->item;
+        if (parts > MAX_PARTS)
+            parts = MAX_PARTS;
+        if (partial > 0 && parts - 1 > PARTIALS_BYTES / partial)
+            parts = PARTIALS_BYTES / partial + 1;
+        if (parts >= 2) {
+            p->split = PARTS;
+            p->step = ceil_div(p->k, parts);
+            p->pieces = ceil_div(p->k, p->step);
+        }
+        return;
+    }
+    if (p->kind != GEMM)
+        return; /* a wide triangle: see fg_symmetric_product */
+    {
+        int rows = p->m >= p->n;
+        int64_t extent = rows ? p->m : p->n, bands = extent / BAND_MIN;
+        if (bands > MAX_BANDS)
+            bands = MAX_BANDS;
+        if (bands >= 2) {
+            p->split = rows ? ROWS : COLUMNS;
+            p->step = ceil_div(extent, bands);
+            p->pieces = ceil_div(extent, p->step);
+        }
+    }
+}
+
+static void zero(product *p)
+{
+    memset(p->c, 0, (size_t)(p->m * p->n * p->item));
+}
+
+/* Run the product in its pieces; then sum the partials (and mirror a triangle). */
+static void run(product *p)
+{
+    if (p->m == 0 || p->n == 0)
+        return;
+    if (p->k == 0) {
+        zero(p); /* an empty sum, whatever the BLAS would do with k = 0 */
+        return;
+    }
+    choose_pieces(p);
+    p->partials = NULL;
+    if (p->split == PARTS) {
+        p->partials = fg_alloc((p->pieces - 1) * p->m * p->n * p->item);
+        if (p->partials == NULL) {
+            p->split = WHOLE;
+            p->pieces = 1;
+        }
+    }
+    if (p->split == WHOLE)
+        call_blas(p, p->m, p->n, p->k, p->a, p->b, p->c);
+    else
+        fg_parallel_for(p->pieces, 1, run_pieces, p);
+    if (p->kind != GEMM || p->split == PARTS)
+        fg_parallel_for(p->m, 64, sum_rows, p); /* pieces - 1 partials, then the mirror */
+    fg_free(p->partials);
+    p->partials = NULL;
+}
+
+static product make(enum kind kind, int item, void (*blas)(void), int trans_a, int trans_b,
+                    int64_t m, int64_t n, int64_t k, double alpha, const void *a, const void *b,
+                    void *c)
+{
+    product p;
+    memset(&p, 0, sizeof p);
+    p.kind = kind;
+    p.item = item;
+    p.blas = blas;
+    p.trans_a = trans_a;
+    p.trans_b = trans_b;
+    p.m = m;
+    p.n = n;
+    p.k = k;
+    p.lda = at_least_1(trans_a ? m : k);
+    p.ldb = at_least_1(trans_b ? k : n);
+    p.alpha = alpha;
+    p.a = a;
+    p.b = b;
+    p.c = c;
+    return p;
+}
+
+void fg_gemm(int item, void (*gemm)(void), int trans_a, int trans_b, int64_t m, int64_t n,
+             int64_t k, const void *a, const void *b, void *c)
+{
+    product p = make(GEMM, item, gemm, trans_a, trans_b, m, n, k, 1.0, a, b, c);
+    run(&p);
+}
+
+void fg_symmetric_product(int item, void (*gemm)(void), void (*gemmt)(void), int64_t n,
+                          int64_t k, const void *a, const void *b, void *c)
+{
+    product p = make(GEMMT, item, gemmt, 1, 0, n, n, k, 1.0, a, b, c);
+    if (k < TALL * n) {
+        /* a wide product: bands of the full C, then the lower triangle mirrored */
+        p.kind = GEMM;
+        p.blas = gemm;
+        run(&p);
+        p.kind = GEMMT; /* sum_rows: no partials, the mirror only */
+        p.split = WHOLE;
+        p.pieces = 1;
+        if (n > 0 && k > 0)
+            fg_parallel_for(n, 64, sum_rows, &p);
+        return;
+    }
+    run(&p);
+}
+
+void fg_gram(int item, void (*syrk)(void), int64_t n, int64_t k, double alpha, const void *a,
+             void *c)
+{
+    product p = make(SYRK, item, syrk, 1, 0, n, n, k, alpha, a, a, c);
+    run(&p);
+}

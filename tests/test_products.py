@@ -1,0 +1,121 @@
+"""Matrix products on fusegrad's pool (csrc/fusegrad_products.c): every way of cutting a
+product (bands of rows, bands of columns, parts of k with ordered partial sums, one call),
+both dtypes and all transposes, against NumPy; the same bits for any thread count."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fusegrad as fg
+from fusegrad.runtime import blas, native
+
+pytestmark = pytest.mark.skipif(not blas.available(), reason="scipy-openblas32 is not installed")
+
+TOLERANCE = {np.float64: 1e-12, np.float32: 2e-5}
+
+#: (m, n, k) → how fusegrad_products.c cuts it (see choose_pieces there)
+SHAPES = {
+    "one call": (7, 3, 5),
+    "bands of rows": (600, 40, 30),
+    "bands of columns": (40, 600, 30),
+    "parts of k": (30, 20, 3000),
+    "parts of k, uneven": (9, 70, 2999),
+    "bands, uneven": (641, 65, 17),
+}
+
+PRODUCTS = {
+    "A @ B": (lambda A, B: A @ B, False, False),
+    "A.T @ B": (lambda A, B: A.T @ B, True, False),
+    "A @ B.T": (lambda A, B: A @ B.T, False, True),
+    "A.T @ B.T": (lambda A, B: A.T @ B.T, True, True),
+}
+
+
+@pytest.fixture
+def threads():
+    before = native.get_num_threads()
+    yield native.set_num_threads
+    native.set_num_threads(before)
+
+
+def operands(m, n, k, trans_a, trans_b, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    A = rng.standard_normal((k, m) if trans_a else (m, k)).astype(dtype)
+    B = rng.standard_normal((n, k) if trans_b else (k, n)).astype(dtype)
+    return A, B
+
+
+def assert_close(actual, expected, dtype, k):
+    scale = max(1.0, np.sqrt(k))  # entries of a product of standard normals grow like √k
+    np.testing.assert_allclose(actual, expected, rtol=TOLERANCE[dtype] * scale,
+                               atol=TOLERANCE[dtype] * scale)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("product", sorted(PRODUCTS))
+@pytest.mark.parametrize("shape", sorted(SHAPES))
+def test_products_match_numpy_however_they_are_cut(shape, product, dtype):
+    m, n, k = SHAPES[shape]
+    fn, trans_a, trans_b = PRODUCTS[product]
+    A, B = operands(m, n, k, trans_a, trans_b, dtype)
+    C = fg.compile(fn)(A, B)
+    assert C.dtype == dtype and C.shape == (m, n)
+    expected = fn(A.astype(np.float64), B.astype(np.float64))
+    assert_close(C, expected, dtype, k)
+
+
+@pytest.mark.parametrize("shape", sorted(SHAPES))
+def test_products_give_the_same_bits_for_any_thread_count(shape, threads):
+    m, n, k = SHAPES[shape]
+    fn, trans_a, trans_b = PRODUCTS["A.T @ B"]
+    A, B = operands(m, n, k, trans_a, trans_b, np.float64, seed=1)
+    compiled = fg.compile(fn)
+    results = []
+    for count in (1, 2, 3):
+        threads(count)
+        results.append(compiled(A, B))
+    assert all(r.tobytes() == results[0].tobytes() for r in results[1:])
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("m, n, k", [(0, 5, 7), (5, 0, 7), (64, 64, 0), (1, 1, 1), (1, 1, 5000)])
+def test_degenerate_products(m, n, k, dtype):
+    A, B = operands(m, n, k, False, False, dtype)
+    C = fg.compile(lambda A, B: A @ B)(A, B)
+    assert C.shape == (m, n)
+    assert_close(C, A.astype(np.float64) @ B.astype(np.float64), dtype, k)
+
+
+def logistic(w, X, y):
+    return fg.sum(fg.log1p(fg.exp(-y * (X @ w))))
+
+
+def signed_weights(w, X, y):
+    return fg.sum(fg.sin(X @ w) * y)  # Hessian Xᵀ diag(−sin(z) y) X: weights of both signs
+
+
+@pytest.mark.parametrize("loss", [logistic, signed_weights])
+@pytest.mark.parametrize("rows, columns", [(5000, 16), (3000, 40), (300, 200)])
+def test_hessians_are_exactly_symmetric_and_the_same_for_any_thread_count(loss, rows, columns,
+                                                                          threads):
+    rng = np.random.default_rng(rows + columns)
+    X = rng.standard_normal((rows, columns)) / np.sqrt(columns)
+    y = np.sign(rng.standard_normal(rows))
+    w = 0.5 * rng.standard_normal(columns)
+    hessian = fg.compile(fg.hessian(loss))
+    results = []
+    for count in (1, 2, 3):
+        threads(count)
+        results.append(hessian(w, X, y))
+    H = results[0]
+    assert np.array_equal(H, H.T)
+    assert all(r.tobytes() == H.tobytes() for r in results[1:])
+    z = X @ w
+    if loss is logistic:
+        p = 1.0 / (1.0 + np.exp(-y * z))
+        s = p * (1.0 - p)
+    else:
+        s = -np.sin(z) * y
+    np.testing.assert_allclose(H, X.T @ (X * s[:, None]), rtol=1e-10, atol=1e-12)
+
