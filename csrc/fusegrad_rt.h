@@ -38,12 +38,12 @@ extern "C" {
 void *fg_alloc(int64_t nbytes);
 
 /* Release a block from fg_alloc. fg_free(NULL) does nothing. In the JIT build
- * a thread keeps a few large blocks (>= 4 MiB, 256 MiB in all) for its next
- * fg_alloc instead of returning them to the system; AOT libraries (built with
- * FG_NO_BLOCK_CACHE) free every block. */
+ * a thread keeps a few large blocks (>= 4 MiB, 256 MiB in all) and a few small
+ * ones (< 64 KiB) for its next fg_alloc instead of returning them to the
+ * system; AOT libraries (built with FG_NO_BLOCK_CACHE) free every block. */
 void fg_free(void *p);
 
-/* Free the large blocks the calling thread keeps; the number of bytes freed
+/* Free the blocks the calling thread keeps; the number of bytes freed
  * (always 0 without the block cache). */
 int64_t fg_release_blocks(void);
 

@@ -228,6 +228,54 @@ def test_the_cache_keeps_at_most_four_blocks_the_most_recent():
     assert native.release_memory() == 0
 
 
+def test_small_blocks_are_kept_too_eight_at_most():
+    from fusegrad.runtime import native
+
+    lib, ffi = native.lib, native.ffi
+    native.release_memory()
+    first = lib.fg_alloc(256)
+    address = _address(lib, ffi, first)
+    assert address % 64 == 0
+    lib.fg_free(first)
+    again = lib.fg_alloc(200)  # smaller, not under half: the same block
+    assert _address(lib, ffi, again) == address
+    lib.fg_free(again)
+    tiny = lib.fg_alloc(16)  # under half of it: another block
+    assert _address(lib, ffi, tiny) != address and _address(lib, ffi, tiny) % 64 == 0
+    lib.fg_free(tiny)
+    native.release_memory()
+    blocks = [lib.fg_alloc(1000 + 100 * k) for k in range(10)]
+    for block in blocks:
+        lib.fg_free(block)  # the last eight freed stay
+    kept = native.release_memory()
+    assert sum(1200 + 100 * k for k in range(8)) <= kept < sum(1200 + 100 * k for k in range(9))
+    assert native.release_memory() == 0
+    middle = lib.fg_alloc(1 * MiB)  # between the shelves: never kept
+    lib.fg_free(middle)
+    assert native.release_memory() == 0
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("columns", [0, 1, 7, 8, 9, 31, 32, 33, 63, 64, 65, 100])
+def test_row_reductions_on_both_sides_of_the_short_row_version(columns, dtype):
+    # rows shorter than SHORT_REDUCTION run a second, not interleaved, version of the loop
+    import fusegrad as fg
+
+    rng = np.random.default_rng(columns)
+    X = rng.standard_normal((150, columns)).astype(dtype)
+    w = rng.standard_normal(columns).astype(dtype)
+    y = np.sign(rng.standard_normal(150)).astype(dtype)
+    value, grad = fg.compile_grad(lambda w, X, y: np.sum(np.log1p(np.exp(-y * (X @ w)))))(w, X, y)
+    X64, w64, y64 = (a.astype(np.float64) for a in (X, w, y))
+    z = -y64 * (X64 @ w64)
+    tolerance = 1e-12 if dtype == "float64" else 2e-5
+    np.testing.assert_allclose(value, np.sum(np.logaddexp(0.0, z)), rtol=tolerance)
+    expected = -(X64.T @ (y64 / (1.0 + np.exp(-z))))
+    np.testing.assert_allclose(grad, expected, rtol=tolerance * 10, atol=tolerance * 10)
+    row_max = fg.compile(lambda X: np.max(X * X, axis=1))(X)
+    np.testing.assert_array_equal(row_max, np.max(X * X, axis=1) if columns else row_max)
+
+
 def test_repeated_calls_with_large_scratch_do_not_fault_its_pages_in_again():
     import resource
 
