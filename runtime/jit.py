@@ -58,6 +58,7 @@ def _initialize():
 
         llvm.initialize_native_target()
         llvm.initialize_native_asmprinter()
+        host_cpu()  # every compile and every cached load needs it (~0.5 ms, once)
         from . import blas
 
         for name, address in {**symbol_addresses(), **blas.symbol_addresses()}.items():
