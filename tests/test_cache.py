@@ -226,3 +226,20 @@ def test_a_bad_size_limit_warns_and_uses_the_default(monkeypatch):
     monkeypatch.setenv("FUSEGRAD_CACHE_MAX_MB", "lots")
     with pytest.warns(RuntimeWarning, match="FUSEGRAD_CACHE_MAX_MB"):
         assert cache.max_bytes() == cache.DEFAULT_MAX_MB * 2**20
+
+
+def test_the_source_fingerprint_follows_every_source_file_below_the_folders(tmp_path):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "__pycache__").mkdir()
+    (tmp_path / "a.py").write_text("x = 1\n")
+    (tmp_path / "sub" / "b.py").write_text("y = 2\n")
+    (tmp_path / "__pycache__" / "a.cpython-311.pyc").write_bytes(b"ignored")
+    (tmp_path / "notes.txt").write_text("ignored")
+    rows = []
+    cache._fingerprint_rows(str(tmp_path), "", rows)
+    assert [row.split()[0] for row in rows] == ["a.py", "sub/b.py"]
+    (tmp_path / "sub" / "b.py").write_text("y = 22\n")  # another size
+    changed = []
+    cache._fingerprint_rows(str(tmp_path), "", changed)
+    assert changed[0] == rows[0] and changed[1] != rows[1]
+    assert len(cache._source_fingerprint()) == 64
