@@ -145,6 +145,68 @@ static const char *b_at(const product *p, int64_t kk, int64_t j)
     return p->trans_b ? element(p, p->b, j, kk, p->ldb) : element(p, p->b, kk, j, p->ldb);
 }
 
+/* Rows of k per packed block of the Gram tiles, and the largest n they serve (beyond
+ * it OpenBLAS's own blocking is efficient, and the padded U would leave the L2). */
+#define GRAM_ROWS 256
+#define GRAM_MAX_N 128
+
+static int gram_tiles_serve(const product *p)
+{
+    return p->kind != GEMM && p->item == FG_FLOAT64 && p->n >= 16 && p->n <= GRAM_MAX_N &&
+           fg_gram_kernel_available();
+}
+
+/* rows of a (k x n, row-major) into a block with leading dimension ld >= n, the
+ * columns past n zero */
+static void pack_rows(double *block, const double *a, int64_t rows, int64_t n, int64_t ld)
+{
+    for (int64_t r = 0; r < rows; r++) {
+        memcpy(block + r * ld, a + r * n, (size_t)n * sizeof(double));
+        memset(block + r * ld + n, 0, (size_t)(ld - n) * sizeof(double));
+    }
+}
+
+/* The lower triangle of out (n x n) = alpha · Σ over rows [lo, hi) of aᵀ b, by the
+ * Gram tiles (fusegrad_gram.c); 0 when their buffers cannot be allocated. */
+static int gram_part(const product *p, int64_t lo, int64_t hi, char *out)
+{
+    int64_t n = p->n, ld = (n + 15) / 16 * 16;
+    int same = p->kind == SYRK;
+    double *u = fg_alloc(ld * ld * (int64_t)sizeof(double));
+    double *block_a = fg_alloc(GRAM_ROWS * ld * (int64_t)sizeof(double));
+    double *block_b = same ? block_a : fg_alloc(GRAM_ROWS * ld * (int64_t)sizeof(double));
+    const double *a = (const double *)p->a, *b = (const double *)p->b;
+    double *c = (double *)out;
+    int ok = u != NULL && block_a != NULL && block_b != NULL;
+
+    if (ok) {
+        memset(u, 0, (size_t)(ld * ld) * sizeof(double));
+        for (int64_t r0 = lo; r0 < hi; r0 += GRAM_ROWS) {
+            int64_t rows = hi - r0 < GRAM_ROWS ? hi - r0 : GRAM_ROWS;
+            pack_rows(block_a, a + r0 * n, rows, n, ld);
+            if (!same)
+                pack_rows(block_b, b + r0 * n, rows, n, ld);
+            fg_gram_tiles_f64(ld, rows, block_a, block_b, ld, u);
+        }
+        for (int64_t i = 0; i < n; i++) /* U holds the upper triangle: C[i][j] = U[j][i] */
+            for (int64_t j = 0; j <= i; j++)
+                c[i * n + j] = p->alpha * u[j * ld + i];
+    }
+    if (!same)
+        fg_free(block_b);
+    fg_free(block_a);
+    fg_free(u);
+    return ok;
+}
+
+/* out = the product over rows [lo, hi) of k (a triangle for GEMMT and SYRK). */
+static void part(const product *p, int64_t lo, int64_t hi, char *out)
+{
+    if (gram_tiles_serve(p) && gram_part(p, lo, hi, out))
+        return;
+    call_blas(p, p->m, p->n, hi - lo, a_at(p, 0, lo), b_at(p, lo, 0), out);
+}
+
 static void run_pieces(void *ctx, int64_t begin, int64_t end)
 {
     const product *p = ctx;
@@ -160,7 +222,7 @@ static void run_pieces(void *ctx, int64_t begin, int64_t end)
         } else { /* PARTS */
             char *out = piece == 0 ? p->c : p->partials + (piece - 1) * p->m * p->n * p->item;
             hi = hi < p->k ? hi : p->k;
-            call_blas(p, p->m, p->n, hi - lo, a_at(p, 0, lo), b_at(p, lo, 0), out);
+            part(p, lo, hi, out);
         }
     }
 }
@@ -256,7 +318,7 @@ static void run(product *p)
         }
     }
     if (p->split == WHOLE)
-        call_blas(p, p->m, p->n, p->k, p->a, p->b, p->c);
+        part(p, 0, p->k, p->c);
     else
         fg_parallel_for(p->pieces, 1, run_pieces, p);
     if (p->kind != GEMM || p->split == PARTS)

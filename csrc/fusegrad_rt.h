@@ -103,6 +103,13 @@ void fg_symmetric_product(int item, void (*gemm)(void), void (*gemmt)(void), int
 void fg_gram(int item, void (*syrk)(void), int64_t n, int64_t k, double alpha, const void *a,
              void *c);
 
+/* Internal to the runtime (fusegrad_gram.c): whether the AVX-512 Gram tiles run
+ * here, and U (n x n, its upper triangle, leading dimension n) += A^T B over k
+ * rows of A and B (leading dimension ld); n a multiple of 16. */
+int fg_gram_kernel_available(void);
+void fg_gram_tiles_f64(int64_t n, int64_t k, const double *a, const double *b, int64_t ld,
+                       double *u);
+
 #ifdef __cplusplus
 }
 #endif

@@ -39,6 +39,7 @@ void fg_symmetric_product(int item, void (*gemm)(void), void (*gemmt)(void), int
                           int64_t k, const void *a, const void *b, void *c);
 void fg_gram(int item, void (*syrk)(void), int64_t n, int64_t k, double alpha, const void *a,
              void *c);
+int fg_gram_kernel_available(void);
 """
 
 ffibuilder = cffi.FFI()
@@ -47,10 +48,12 @@ ffibuilder.set_source(
     "fusegrad.runtime._native",
     '#include "fusegrad_rt.h"\n',
     sources=[os.path.join(_CSRC, name)
-             for name in ("fusegrad_rt.c", "fusegrad_pool.c", "fusegrad_products.c")],
+             for name in ("fusegrad_rt.c", "fusegrad_pool.c", "fusegrad_products.c",
+                          "fusegrad_gram.c")],
     include_dirs=[_CSRC],
     depends=[os.path.join(_CSRC, "fusegrad_rt.h")],
-    extra_compile_args=["-O2", "-pthread"],
+    # FG_SIMD_KERNELS: the AVX-512 Gram tiles (csrc/fusegrad_gram.c), chosen at run time
+    extra_compile_args=["-O2", "-pthread", "-DFG_SIMD_KERNELS"],
     extra_link_args=["-pthread"],
 )
 

@@ -4,6 +4,8 @@ both dtypes and all transposes, against NumPy; the same bits for any thread coun
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -119,3 +121,36 @@ def test_hessians_are_exactly_symmetric_and_the_same_for_any_thread_count(loss, 
         s = -np.sin(z) * y
     np.testing.assert_allclose(H, X.T @ (X * s[:, None]), rtol=1e-10, atol=1e-12)
 
+
+
+@pytest.mark.parametrize("rows", [200, 3000])  # one call, or parts of the rows
+@pytest.mark.parametrize("columns", [16, 17, 33, 64, 100, 128, 129])
+def test_the_gram_tiles_match_the_closed_form_for_every_padding(rows, columns, threads):
+    # 16 ≤ n ≤ 128 in float64: AVX-512 tiles over rows packed with n padded to a multiple
+    # of 16 (fusegrad_gram.c); 129 takes the BLAS
+    rng = np.random.default_rng(columns)
+    X = rng.standard_normal((rows, columns)) / np.sqrt(columns)
+    y = np.sign(rng.standard_normal(rows))
+    w = 0.5 * rng.standard_normal(columns)
+    hessian = fg.compile(fg.hessian(signed_weights))
+    results = []
+    for count in (1, 2):
+        threads(count)
+        results.append(hessian(w, X, y))
+    H = results[0]
+    assert results[1].tobytes() == H.tobytes() and np.array_equal(H, H.T)
+    s = -np.sin(X @ w) * y
+    np.testing.assert_allclose(H, X.T @ (X * s[:, None]), rtol=1e-10, atol=1e-12)
+
+
+def test_the_gram_tiles_run_where_the_cpu_has_avx512_unless_switched_off():
+    import subprocess
+    import sys
+
+    flags = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
+    code = "from fusegrad.runtime import native; print(native.lib.fg_gram_kernel_available())"
+    for setting, expected in (("1", int(" avx512f" in flags)), ("0", 0)):
+        env = {**os.environ, "FUSEGRAD_GRAM_TILES": setting}
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                             text=True, check=True).stdout
+        assert int(out) == expected

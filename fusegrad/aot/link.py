@@ -22,7 +22,7 @@ from pathlib import Path
 
 from .collect import BuildError
 
-RUNTIME_SOURCES = ("fusegrad_rt.c", "fusegrad_pool.c", "fusegrad_products.c")
+RUNTIME_SOURCES = ("fusegrad_rt.c", "fusegrad_pool.c", "fusegrad_products.c", "fusegrad_gram.c")
 RUNTIME_HEADER = "fusegrad_rt.h"
 # FG_NO_BLOCK_CACHE: an AOT library keeps no state between calls (csrc/fusegrad_rt.c)
 C_FLAGS = ("-std=c99", "-O2", "-fPIC", "-pthread", "-fvisibility=hidden", "-DFG_NO_BLOCK_CACHE")
