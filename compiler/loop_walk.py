@@ -65,7 +65,7 @@ def effects_of(stmts) -> Effects:
             effects.acc_updates.add(stmt.acc)
             expression_effects(stmt.value, effects)
         elif isinstance(stmt, Gemm):
-            effects.reads |= {stmt.a, stmt.b}
+            effects.reads |= {stmt.a, stmt.b} | ({stmt.row_scale} - {None})
             effects.writes.add(stmt.c)
     return effects
 

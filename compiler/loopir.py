@@ -157,6 +157,9 @@ class Gemm:
     # ±1: c = gram · aᵀa (BLAS `syrk`), a holding b's rows scaled by √|s| (s of one sign,
     # proved by `value_bounds`); b is then not read. 0: c = op(a)·op(b).
     gram: int = 0
+    # a vector of k row scales r: `a` is never stored, its rows are b's times r, made a
+    # block at a time by the runtime (`row_scaled_products`); a is then b itself.
+    row_scale: Buffer | None = None
 
 
 @dataclass(eq=False)
@@ -224,6 +227,11 @@ def format_program(program: Program) -> str:
                 operands = f"{a}, {b}"
                 if s.gram:
                     kind, operands = "gram", f"{'+' if s.gram > 0 else '-'}{s.a.name}ᵀ{s.a.name}"
+                if s.row_scale is not None:
+                    scaled = f"({s.row_scale.name} ⊙ {s.b.name})"
+                    second = scaled if s.gram else s.b.name
+                    sign = "-" if s.gram < 0 else ""
+                    kind, operands = "row_scaled", f"{sign}{scaled}ᵀ{second}"
                 lines.append(f"{pad}{s.c.name} = {kind}({operands})  # {s.m!r}×{s.k!r} @ {s.k!r}×{s.n!r}")
             elif isinstance(s, Block):
                 emit(s.body, depth)

@@ -6,6 +6,7 @@
         ─ parallelize (parallel loops, deterministic chunked reductions)
         ─ block_rows (per-row scalar work of row loops in SIMD lanes)
         ─ symmetric_products (Bᵀ diag(s) B: one triangle, mirrored)
+        ─ row_scaled_products (s ⊙ B made a block at a time, never stored)
         ─ plan_buffers (scratch with disjoint lifetimes shares memory) ─ loop IR
 
 The CUDA target (compiler/cuda) takes the same graph passes and its own loop passes:
@@ -27,12 +28,14 @@ from .loopir import Program
 from .lower import lower
 from .parallelize import parallelize, parallelize_for_gpu
 from .plan_buffers import plan_buffers
+from .row_scaled_products import row_scaled_products
 from .simplify import simplify
 from .symmetric_products import symmetric_products
 from .verify import verify
 
 GRAPH_PASSES = [simplify, verify]
-LOOP_PASSES = [fuse_loops, parallelize, block_rows, symmetric_products, plan_buffers]
+LOOP_PASSES = [fuse_loops, parallelize, block_rows, symmetric_products, row_scaled_products,
+               plan_buffers]
 CUDA_LOOP_PASSES = [fuse_loops, parallelize_for_gpu, split_combines, plan_buffers]
 TARGETS = {"cpu": LOOP_PASSES, "cuda": CUDA_LOOP_PASSES}
 

@@ -51,8 +51,10 @@ def plan_buffers(program: Program) -> Program:
     body = []
     for stmt in program.body:
         if isinstance(stmt, Gemm):
+            scale = stmt.row_scale
             body.append(replace(stmt, c=replacement.get(stmt.c, stmt.c),
-                                a=replacement.get(stmt.a, stmt.a), b=replacement.get(stmt.b, stmt.b)))
+                                a=replacement.get(stmt.a, stmt.a), b=replacement.get(stmt.b, stmt.b),
+                                row_scale=replacement.get(scale, scale)))
         else:
             body.extend(rewrite([stmt], load=load, store=store))
     kept = [b for b in program.scratch if b not in replacement]

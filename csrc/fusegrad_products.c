@@ -80,11 +80,13 @@ typedef struct product {
     int64_t m, n, k, lda, ldb;
     double alpha;
     const char *a, *b;
+    const char *scale; /* fg_row_scaled_product: A's rows are B's times these, never stored */
     char *c;
     /* the pieces */
     enum split split;
     int64_t step, pieces;
     char *partials; /* PARTS: pieces - 1 partials of m × n */
+    int failed;     /* atomic: a row-scaled piece found no memory for its blocks */
 } product;
 
 static int64_t at_least_1(int64_t x) { return x > 1 ? x : 1; }
@@ -94,7 +96,7 @@ static int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 /* c (ldc = n) = alpha · op(a) · op(b) over an m × n × k piece; lower triangle only
  * for GEMMT and SYRK (then m == n). */
 static void call_blas(const product *p, int64_t m, int64_t n, int64_t k, const char *a,
-                      const char *b, char *c)
+                      const char *b, double beta, char *c)
 {
     int ta = p->trans_a ? TRANS : NO_TRANS, tb = p->trans_b ? TRANS : NO_TRANS;
     int lda = (int)p->lda, ldb = (int)p->ldb, ldc = (int)at_least_1(p->n);
@@ -104,12 +106,12 @@ static void call_blas(const product *p, int64_t m, int64_t n, int64_t k, const c
         double *dc = (double *)c;
         if (p->kind == GEMM)
             ((dgemm_fn)p->blas)(ROW_MAJOR, ta, tb, (int)m, (int)n, (int)k, alpha, da, lda, db,
-                                ldb, 0.0, dc, ldc);
+                                ldb, beta, dc, ldc);
         else if (p->kind == GEMMT)
             ((dgemmt_fn)p->blas)(ROW_MAJOR, LOWER, ta, tb, (int)n, (int)k, alpha, da, lda, db,
-                                 ldb, 0.0, dc, ldc);
+                                 ldb, beta, dc, ldc);
         else
-            ((dsyrk_fn)p->blas)(ROW_MAJOR, LOWER, ta, (int)n, (int)k, alpha, da, lda, 0.0, dc,
+            ((dsyrk_fn)p->blas)(ROW_MAJOR, LOWER, ta, (int)n, (int)k, alpha, da, lda, beta, dc,
                                 ldc);
     } else {
         float alpha = (float)p->alpha;
@@ -117,12 +119,12 @@ static void call_blas(const product *p, int64_t m, int64_t n, int64_t k, const c
         float *fc = (float *)c;
         if (p->kind == GEMM)
             ((sgemm_fn)p->blas)(ROW_MAJOR, ta, tb, (int)m, (int)n, (int)k, alpha, fa, lda, fb,
-                                ldb, 0.0f, fc, ldc);
+                                ldb, (float)beta, fc, ldc);
         else if (p->kind == GEMMT)
             ((sgemmt_fn)p->blas)(ROW_MAJOR, LOWER, ta, tb, (int)n, (int)k, alpha, fa, lda, fb,
-                                 ldb, 0.0f, fc, ldc);
+                                 ldb, (float)beta, fc, ldc);
         else
-            ((ssyrk_fn)p->blas)(ROW_MAJOR, LOWER, ta, (int)n, (int)k, alpha, fa, lda, 0.0f, fc,
+            ((ssyrk_fn)p->blas)(ROW_MAJOR, LOWER, ta, (int)n, (int)k, alpha, fa, lda, (float)beta, fc,
                                 ldc);
     }
 }
@@ -156,13 +158,38 @@ static int gram_tiles_serve(const product *p)
            fg_gram_kernel_available();
 }
 
-/* rows of a (k x n, row-major) into a block with leading dimension ld >= n, the
- * columns past n zero */
-static void pack_rows(double *block, const double *a, int64_t rows, int64_t n, int64_t ld)
+/* rows of a (k x n, row-major), each times scale[r] if scale is given, into a block
+ * with leading dimension ld >= n whose columns past n are zero */
+static void pack_rows(double *block, const double *a, int64_t rows, int64_t n, int64_t ld,
+                      const double *scale)
 {
     for (int64_t r = 0; r < rows; r++) {
-        memcpy(block + r * ld, a + r * n, (size_t)n * sizeof(double));
-        memset(block + r * ld + n, 0, (size_t)(ld - n) * sizeof(double));
+        double *to = block + r * ld;
+        const double *from = a + r * n;
+        if (scale == NULL) {
+            memcpy(to, from, (size_t)n * sizeof(double));
+        } else {
+            for (int64_t j = 0; j < n; j++)
+                to[j] = scale[r] * from[j];
+        }
+        memset(to + n, 0, (size_t)(ld - n) * sizeof(double));
+    }
+}
+
+/* the same in either dtype, with ld = n (blocks for the BLAS) */
+static void scale_rows(const product *p, char *block, const char *a, int64_t rows,
+                       const char *scale)
+{
+    int64_t n = p->n;
+    if (p->item == FG_FLOAT64) {
+        pack_rows((double *)block, (const double *)a, rows, n, n, (const double *)scale);
+        return;
+    }
+    for (int64_t r = 0; r < rows; r++) {
+        float factor = ((const float *)scale)[r], *to = (float *)block + r * n;
+        const float *from = (const float *)a + r * n;
+        for (int64_t j = 0; j < n; j++)
+            to[j] = factor * from[j];
     }
 }
 
@@ -176,6 +203,7 @@ static int gram_part(const product *p, int64_t lo, int64_t hi, char *out)
     double *block_a = fg_alloc(GRAM_ROWS * ld * (int64_t)sizeof(double));
     double *block_b = same ? block_a : fg_alloc(GRAM_ROWS * ld * (int64_t)sizeof(double));
     const double *a = (const double *)p->a, *b = (const double *)p->b;
+    const double *scale = (const double *)p->scale;
     double *c = (double *)out;
     int ok = u != NULL && block_a != NULL && block_b != NULL;
 
@@ -183,9 +211,9 @@ static int gram_part(const product *p, int64_t lo, int64_t hi, char *out)
         memset(u, 0, (size_t)(ld * ld) * sizeof(double));
         for (int64_t r0 = lo; r0 < hi; r0 += GRAM_ROWS) {
             int64_t rows = hi - r0 < GRAM_ROWS ? hi - r0 : GRAM_ROWS;
-            pack_rows(block_a, a + r0 * n, rows, n, ld);
+            pack_rows(block_a, a + r0 * n, rows, n, ld, scale ? scale + r0 : NULL);
             if (!same)
-                pack_rows(block_b, b + r0 * n, rows, n, ld);
+                pack_rows(block_b, b + r0 * n, rows, n, ld, NULL);
             fg_gram_tiles_f64(ld, rows, block_a, block_b, ld, u);
         }
         for (int64_t i = 0; i < n; i++) /* U holds the upper triangle: C[i][j] = U[j][i] */
@@ -199,12 +227,33 @@ static int gram_part(const product *p, int64_t lo, int64_t hi, char *out)
     return ok;
 }
 
-/* out = the product over rows [lo, hi) of k (a triangle for GEMMT and SYRK). */
-static void part(const product *p, int64_t lo, int64_t hi, char *out)
+/* Rows [lo, hi) of a row-scaled product by the BLAS: blocks of scaled rows, their
+ * triangles summed into out by beta = 1 (0 for the first); 0 without memory. */
+static int scaled_blas_part(const product *p, int64_t lo, int64_t hi, char *out)
+{
+    char *block = fg_alloc(GRAM_ROWS * p->n * p->item);
+    if (block == NULL)
+        return 0;
+    for (int64_t r0 = lo; r0 < hi; r0 += GRAM_ROWS) {
+        int64_t rows = hi - r0 < GRAM_ROWS ? hi - r0 : GRAM_ROWS;
+        scale_rows(p, block, a_at(p, 0, r0), rows, p->scale + r0 * p->item);
+        /* SYRK reads only its a; GEMMT pairs the scaled rows with b's own */
+        call_blas(p, p->m, p->n, rows, block, b_at(p, r0, 0), r0 == lo ? 0.0 : 1.0, out);
+    }
+    fg_free(block);
+    return 1;
+}
+
+/* out = the product over rows [lo, hi) of k (a triangle for GEMMT and SYRK); 0 when
+ * a row-scaled product finds no memory for its blocks. */
+static int part(const product *p, int64_t lo, int64_t hi, char *out)
 {
     if (gram_tiles_serve(p) && gram_part(p, lo, hi, out))
-        return;
-    call_blas(p, p->m, p->n, hi - lo, a_at(p, 0, lo), b_at(p, lo, 0), out);
+        return 1;
+    if (p->scale != NULL)
+        return scaled_blas_part(p, lo, hi, out);
+    call_blas(p, p->m, p->n, hi - lo, a_at(p, 0, lo), b_at(p, lo, 0), 0.0, out);
+    return 1;
 }
 
 static void run_pieces(void *ctx, int64_t begin, int64_t end)
@@ -214,15 +263,17 @@ static void run_pieces(void *ctx, int64_t begin, int64_t end)
         int64_t lo = piece * p->step, hi = lo + p->step;
         if (p->split == ROWS) {
             hi = hi < p->m ? hi : p->m;
-            call_blas(p, hi - lo, p->n, p->k, a_at(p, lo, 0), b_at(p, 0, 0),
+            call_blas(p, hi - lo, p->n, p->k, a_at(p, lo, 0), b_at(p, 0, 0), 0.0,
                       p->c + lo * p->n * p->item);
         } else if (p->split == COLUMNS) {
             hi = hi < p->n ? hi : p->n; /* a band of columns: ldc stays n */
-            call_blas(p, p->m, hi - lo, p->k, a_at(p, 0, 0), b_at(p, 0, lo), p->c + lo * p->item);
+            call_blas(p, p->m, hi - lo, p->k, a_at(p, 0, 0), b_at(p, 0, lo), 0.0,
+                      p->c + lo * p->item);
         } else { /* PARTS */
             char *out = piece == 0 ? p->c : p->partials + (piece - 1) * p->m * p->n * p->item;
             hi = hi < p->k ? hi : p->k;
-            part(p, lo, hi, out);
+            if (!part(p, lo, hi, out))
+                __atomic_store_n(&((product *)ctx)->failed, 1, __ATOMIC_RELAXED);
         }
     }
 }
@@ -318,7 +369,7 @@ static void run(product *p)
         }
     }
     if (p->split == WHOLE)
-        part(p, 0, p->k, p->c);
+        p->failed = !part(p, 0, p->k, p->c);
     else
         fg_parallel_for(p->pieces, 1, run_pieces, p);
     if (p->kind != GEMM || p->split == PARTS)
@@ -357,28 +408,60 @@ void fg_gemm(int item, void (*gemm)(void), int trans_a, int trans_b, int64_t m, 
     run(&p);
 }
 
+/* A symmetric product with few rows for its columns: the full product in bands by
+ * gemm (parts of k would be few and their partials large), then the lower triangle
+ * mirrored. */
+static void wide_symmetric(product *p, void (*gemm)(void))
+{
+    enum kind kind = p->kind;
+    p->kind = GEMM;
+    p->blas = gemm;
+    run(p);
+    p->kind = kind; /* sum_rows: no partials, the mirror only */
+    p->split = WHOLE;
+    p->pieces = 1;
+    if (p->n > 0 && p->k > 0)
+        fg_parallel_for(p->n, 64, sum_rows, p);
+}
+
 void fg_symmetric_product(int item, void (*gemm)(void), void (*gemmt)(void), int64_t n,
                           int64_t k, const void *a, const void *b, void *c)
 {
     product p = make(GEMMT, item, gemmt, 1, 0, n, n, k, 1.0, a, b, c);
-    if (k < TALL * n) {
-        /* a wide product: bands of the full C, then the lower triangle mirrored */
-        p.kind = GEMM;
-        p.blas = gemm;
+    if (k < TALL * n)
+        wide_symmetric(&p, gemm);
+    else
         run(&p);
-        p.kind = GEMMT; /* sum_rows: no partials, the mirror only */
-        p.split = WHOLE;
-        p.pieces = 1;
-        if (n > 0 && k > 0)
-            fg_parallel_for(n, 64, sum_rows, &p);
-        return;
-    }
-    run(&p);
 }
 
-void fg_gram(int item, void (*syrk)(void), int64_t n, int64_t k, double alpha, const void *a,
-             void *c)
+void fg_gram(int item, void (*gemm)(void), void (*syrk)(void), int64_t n, int64_t k,
+             double alpha, const void *a, void *c)
 {
     product p = make(SYRK, item, syrk, 1, 0, n, n, k, alpha, a, a, c);
+    if (k < TALL * n)
+        wide_symmetric(&p, gemm);
+    else
+        run(&p);
+}
+
+int fg_row_scaled_product(int item, void (*gemm)(void), void (*triangle)(void), int gram,
+                          int64_t n, int64_t k, const void *b, const void *scale, void *c)
+{
+    product p = make(gram ? SYRK : GEMMT, item, triangle, 1, 0, n, n, k,
+                     gram ? (double)gram : 1.0, b, b, c);
+    p.scale = scale;
+    if (k < TALL * n) { /* the scaled rows stored whole, for the bands of wide_symmetric */
+        char *a = fg_alloc(k * n * item);
+        if (a == NULL)
+            return FG_ERR_NO_MEMORY;
+        scale_rows(&p, a, b, k, scale);
+        p.a = a;
+        p.b = gram ? a : b;
+        p.scale = NULL;
+        wide_symmetric(&p, gemm);
+        fg_free(a);
+        return FG_OK;
+    }
     run(&p);
+    return p.failed ? FG_ERR_NO_MEMORY : FG_OK;
 }

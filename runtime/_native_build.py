@@ -37,8 +37,10 @@ void fg_gemm(int item, void (*gemm)(void), int trans_a, int trans_b, int64_t m, 
              int64_t k, const void *a, const void *b, void *c);
 void fg_symmetric_product(int item, void (*gemm)(void), void (*gemmt)(void), int64_t n,
                           int64_t k, const void *a, const void *b, void *c);
-void fg_gram(int item, void (*syrk)(void), int64_t n, int64_t k, double alpha, const void *a,
-             void *c);
+void fg_gram(int item, void (*gemm)(void), void (*syrk)(void), int64_t n, int64_t k,
+             double alpha, const void *a, void *c);
+int fg_row_scaled_product(int item, void (*gemm)(void), void (*triangle)(void), int gram,
+                          int64_t n, int64_t k, const void *b, const void *scale, void *c);
 int fg_gram_kernel_available(void);
 """
 

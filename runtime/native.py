@@ -29,7 +29,8 @@ __all__ = [
 ]
 
 #: Runtime functions that generated (JIT) code may call.
-JIT_SYMBOLS = ("fg_alloc", "fg_free", "fg_parallel_for", "fg_gemm", "fg_symmetric_product", "fg_gram")
+JIT_SYMBOLS = ("fg_alloc", "fg_free", "fg_parallel_for", "fg_gemm", "fg_symmetric_product",
+               "fg_gram", "fg_row_scaled_product")
 
 
 def symbol_addresses() -> dict[str, int]:

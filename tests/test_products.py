@@ -154,3 +154,40 @@ def test_the_gram_tiles_run_where_the_cpu_has_avx512_unless_switched_off():
         out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                              text=True, check=True).stdout
         assert int(out) == expected
+
+
+def test_a_hessian_product_scales_rows_as_it_packs_them_and_stores_no_scaled_copy():
+    from fusegrad.compiler import pipeline
+    from fusegrad.compiler.loop_walk import walk
+    from fusegrad.compiler.loopir import Gemm
+
+    w, X, y = np.ones(3), np.ones((5, 3)), np.ones(5)
+    program = pipeline.to_loop_ir(fg.compile(fg.hessian(logistic)).lower(w, X, y), blas=True)
+    (gemm,) = [s for s in walk(program.body) if isinstance(s, Gemm)]
+    assert gemm.row_scale is not None and gemm.a is gemm.b and gemm.b.name == "X"
+    assert [len(b.shape) for b in program.scratch] == [1]  # the row scales: k numbers
+
+
+@pytest.mark.parametrize("dtype, rows, columns", [
+    (np.float32, 3000, 40),   # the BLAS on scaled blocks (the tiles are float64)
+    (np.float32, 100, 60),    # few rows: the scaled rows stored whole, gemm bands
+    (np.float64, 3000, 150),  # more columns than the tiles take
+    (np.float64, 0, 20),      # no rows: H = 0
+])
+def test_row_scaled_hessians_in_both_dtypes_and_every_path(dtype, rows, columns, threads):
+    rng = np.random.default_rng(rows + columns)
+    X = (rng.standard_normal((rows, columns)) / np.sqrt(columns)).astype(dtype)
+    y = np.sign(rng.standard_normal(rows)).astype(dtype)
+    w = (0.5 * rng.standard_normal(columns)).astype(dtype)
+    hessian = fg.compile(fg.hessian(signed_weights))
+    results = []
+    for count in (1, 3):
+        threads(count)
+        results.append(hessian(w, X, y))
+    H = results[0]
+    assert H.dtype == dtype and np.array_equal(H, H.T)
+    assert results[1].tobytes() == H.tobytes()
+    X64, y64, w64 = (a.astype(np.float64) for a in (X, y, w))
+    s = -np.sin(X64 @ w64) * y64
+    tolerance = 1e-10 if dtype == np.float64 else 2e-4
+    np.testing.assert_allclose(H, X64.T @ (X64 * s[:, None]), rtol=tolerance, atol=tolerance)

@@ -177,7 +177,7 @@ class _Renderer:
             self._declare_accumulator(acc)
         self._check_dims()
         self._check_blas_dims()
-        scratch = self._allocate_scratch()
+        scratch = self.scratch_pointers = self._allocate_scratch()
         self.statements(self.program.body)
         for pointer in reversed(scratch):
             b.call(self.fg_free, [pointer])
@@ -507,7 +507,9 @@ class _Renderer:
 
             fg_gemm(item, &cblas_?gemm, trans_a, trans_b, m, n, k, a, b, c)
             fg_symmetric_product(item, &cblas_?gemm, &cblas_?gemmt, n, k, a, b, c)
-            fg_gram(item, &cblas_?syrk, n, k, ±1.0, a, c)        # C = ±AᵀA
+            fg_gram(item, &cblas_?gemm, &cblas_?syrk, n, k, ±1.0, a, c)   # C = ±AᵀA
+            fg_row_scaled_product(item, &cblas_?gemm, &cblas_?gemmt or syrk, gram,
+                                  n, k, b, row_scale, c)          # status: out of memory
 
         A `symmetric` C is computed as lower triangles and mirrored, so it is exactly
         symmetric (gemm's two triangles differ in rounding)."""
@@ -515,16 +517,32 @@ class _Renderer:
         item = _i32(ELEMENT_SIZES[dtype])
         a, b, c = (self._buffer_pointer(x) for x in (stmt.a, stmt.b, stmt.c))
         n, k = self.index(stmt.n), self.index(stmt.k)
-        if stmt.gram:
+        gemm = self._blas("gemm", dtype)
+        if stmt.row_scale is not None:
+            triangle = self._blas("syrk" if stmt.gram else "gemmt", dtype)
+            status = self._runtime_call("fg_row_scaled_product", [
+                item, gemm, triangle, _i32(stmt.gram), n, k, b,
+                self._buffer_pointer(stmt.row_scale), c], returns=I32)
+            self._return_if_failed(status)
+        elif stmt.gram:
             alpha = ir.Constant(ir.DoubleType(), float(stmt.gram))
-            self._runtime_call("fg_gram", [item, self._blas("syrk", dtype), n, k, alpha, a, c])
+            self._runtime_call("fg_gram", [item, gemm, self._blas("syrk", dtype), n, k, alpha,
+                                           a, c])
         elif stmt.symmetric:
             self._runtime_call("fg_symmetric_product", [
-                item, self._blas("gemm", dtype), self._blas("gemmt", dtype), n, k, a, b, c])
+                item, gemm, self._blas("gemmt", dtype), n, k, a, b, c])
         else:
             flags = [_i32(int(t)) for t in (stmt.trans_a, stmt.trans_b)]
-            self._runtime_call("fg_gemm", [item, self._blas("gemm", dtype), *flags,
-                                           self.index(stmt.m), n, k, a, b, c])
+            self._runtime_call("fg_gemm", [item, gemm, *flags, self.index(stmt.m), n, k, a, b,
+                                           c])
+
+    def _return_if_failed(self, status: ir.Value):
+        """A runtime call's status: anything but 0 frees the scratch and is returned."""
+        b = self.builder
+        with b.if_then(b.icmp_signed("!=", status, ir.Constant(I32, STATUS_OK)), likely=False):
+            for pointer in reversed(self.scratch_pointers):
+                b.call(self.fg_free, [pointer])
+            b.ret(status)
 
     def _blas(self, routine: str, dtype: str) -> ir.Function:
         """The BLAS routine as an external symbol, passed by address (never called here)."""
@@ -534,12 +552,13 @@ class _Renderer:
             function = ir.Function(self.module, ir.FunctionType(VOID, []), name)
         return function
 
-    def _runtime_call(self, name: str, args: list):
+    def _runtime_call(self, name: str, args: list, returns=VOID):
         function = self.module.globals.get(name)
         if function is None:
-            function = ir.Function(self.module, ir.FunctionType(VOID, [a.type for a in args]), name)
+            ftype = ir.FunctionType(returns, [a.type for a in args])
+            function = ir.Function(self.module, ftype, name)
             function.attributes.add("nounwind")
-        self.builder.call(function, args)
+        return self.builder.call(function, args)
 
     def _buffer_pointer(self, buffer: loopir.Buffer) -> ir.Value:
         pointer = self.pointers.get(buffer)
@@ -834,8 +853,9 @@ def _uses(stmts):
         elif isinstance(stmt, loopir.AccUpdate):
             expr(stmt.value)
         elif isinstance(stmt, loopir.Gemm):
-            for buffer in (stmt.c, stmt.a, stmt.b):
-                buffers.setdefault(buffer)
+            for buffer in (stmt.c, stmt.a, stmt.b, stmt.row_scale):
+                if buffer is not None:
+                    buffers.setdefault(buffer)
             for dim in (stmt.m, stmt.n, stmt.k):
                 index(dim)
     return list(symbols), list(buffers)
