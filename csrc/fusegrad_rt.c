@@ -40,10 +40,12 @@
  * call (230 faults and ~0.5 ms per call of the 10,000x64 logistic Hessian, whose
  * product takes 1.3 ms). Up to FG_CACHED_BLOCKS blocks, FG_CACHE_BYTES in all.
  *
- * Small blocks (< FG_SMALL_BYTES: the partial sums of a few chunks, a short
- * gradient): posix_memalign of a small block took glibc through the consolidation
- * of its fast bins on every call (malloc_consolidate: ~8 % of the 200x8 logistic
- * gradient's 3 us). Up to FG_SMALL_BLOCKS blocks.
+ * Smaller blocks (the partial sums of a few chunks, a short gradient, the row
+ * scales and product blocks of a Hessian): posix_memalign of a small block took
+ * glibc through the consolidation of its fast bins on every call
+ * (malloc_consolidate: ~8 % of the 200x8 logistic gradient's 3 us), and blocks of
+ * 128 KiB or more came fresh from mmap, their pages faulted in and zeroed on every
+ * call. Up to FG_SMALL_BLOCKS blocks, FG_SMALL_TOTAL in all.
  *
  * A request takes the smallest kept block of at least its size and at most twice
  * it; a full shelf drops its oldest block. A thread's blocks are freed when it
@@ -51,7 +53,7 @@
 #define FG_CACHED_BLOCKS 4
 #define FG_CACHE_BYTES ((size_t)256 << 20)
 #define FG_SMALL_BLOCKS 8
-#define FG_SMALL_BYTES ((size_t)64 << 10)
+#define FG_SMALL_TOTAL ((size_t)16 << 20)
 
 struct fg_shelf {
     int count; /* blocks kept, oldest first */
@@ -155,7 +157,9 @@ static int keep_cached(void *p)
     struct fg_block_cache *cache;
     struct fg_shelf *shelf;
 
-    if (size > FG_CACHE_BYTES || (size >= FG_SMALL_BYTES && size < FG_HUGE_BLOCK))
+    size_t limit = size >= FG_HUGE_BLOCK ? FG_CACHE_BYTES : FG_SMALL_TOTAL;
+
+    if (size > limit)
         return 0;
     cache = thread_cache(1);
     if (cache == NULL)
@@ -163,7 +167,7 @@ static int keep_cached(void *p)
     shelf = shelf_for(cache, size);
     for (int i = 0; i < shelf->count; i++)
         total += shelf->size[i];
-    while (shelf->count == shelf->capacity || total > FG_CACHE_BYTES) {
+    while (shelf->count == shelf->capacity || total > limit) {
         total -= shelf->size[0]; /* drop the oldest */
         free(remove_entry(shelf, 0));
     }

@@ -38,8 +38,8 @@ extern "C" {
 void *fg_alloc(int64_t nbytes);
 
 /* Release a block from fg_alloc. fg_free(NULL) does nothing. In the JIT build
- * a thread keeps a few large blocks (>= 4 MiB, 256 MiB in all) and a few small
- * ones (< 64 KiB) for its next fg_alloc instead of returning them to the
+ * a thread keeps a few large blocks (>= 4 MiB, 256 MiB in all) and a few smaller
+ * ones (16 MiB in all) for its next fg_alloc instead of returning them to the
  * system; AOT libraries (built with FG_NO_BLOCK_CACHE) free every block. */
 void fg_free(void *p);
 

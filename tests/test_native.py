@@ -228,7 +228,7 @@ def test_the_cache_keeps_at_most_four_blocks_the_most_recent():
     assert native.release_memory() == 0
 
 
-def test_small_blocks_are_kept_too_eight_at_most():
+def test_smaller_blocks_are_kept_too_eight_and_16_mib_at_most():
     from fusegrad.runtime import native
 
     lib, ffi = native.lib, native.ffi
@@ -250,9 +250,11 @@ def test_small_blocks_are_kept_too_eight_at_most():
     kept = native.release_memory()
     assert sum(1200 + 100 * k for k in range(8)) <= kept < sum(1200 + 100 * k for k in range(9))
     assert native.release_memory() == 0
-    middle = lib.fg_alloc(1 * MiB)  # between the shelves: never kept
-    lib.fg_free(middle)
-    assert native.release_memory() == 0
+    blocks = [lib.fg_alloc(3 * MiB) for _ in range(8)]  # 24 MiB: over the shelf's 16
+    for block in blocks:
+        lib.fg_free(block)
+    kept = native.release_memory()
+    assert 5 * 3 * MiB <= kept < 6 * 3 * MiB
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
