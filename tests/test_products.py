@@ -97,30 +97,46 @@ def signed_weights(w, X, y):
     return fg.sum(fg.sin(X @ w) * y)  # Hessian Xᵀ diag(−sin(z) y) X: weights of both signs
 
 
-@pytest.mark.parametrize("loss", [logistic, signed_weights])
-@pytest.mark.parametrize("rows, columns", [(5000, 16), (3000, 40), (300, 200)])
-def test_hessians_are_exactly_symmetric_and_the_same_for_any_thread_count(loss, rows, columns,
-                                                                          threads):
+def hessian_problem(rows, columns, dtype=np.float64):
     rng = np.random.default_rng(rows + columns)
     X = rng.standard_normal((rows, columns)) / np.sqrt(columns)
     y = np.sign(rng.standard_normal(rows))
     w = 0.5 * rng.standard_normal(columns)
+    return tuple(a.astype(dtype) for a in (w, X, y))
+
+
+def hessians_on(counts, loss, problem, threads) -> np.ndarray:
+    """The compiled Hessian with each thread count: exactly symmetric, the same bits."""
     hessian = fg.compile(fg.hessian(loss))
     results = []
-    for count in (1, 2, 3):
+    for count in counts:
         threads(count)
-        results.append(hessian(w, X, y))
+        results.append(hessian(*problem))
     H = results[0]
     assert np.array_equal(H, H.T)
     assert all(r.tobytes() == H.tobytes() for r in results[1:])
+    return H
+
+
+def closed_form(loss, w, X, y) -> np.ndarray:
+    """Xᵀ diag(s) X in float64."""
+    w, X, y = (a.astype(np.float64) for a in (w, X, y))
     z = X @ w
     if loss is logistic:
         p = 1.0 / (1.0 + np.exp(-y * z))
         s = p * (1.0 - p)
     else:
         s = -np.sin(z) * y
-    np.testing.assert_allclose(H, X.T @ (X * s[:, None]), rtol=1e-10, atol=1e-12)
+    return X.T @ (X * s[:, None])
 
+
+@pytest.mark.parametrize("loss", [logistic, signed_weights])
+@pytest.mark.parametrize("rows, columns", [(5000, 16), (3000, 40), (300, 200)])
+def test_hessians_are_exactly_symmetric_and_the_same_for_any_thread_count(loss, rows, columns,
+                                                                          threads):
+    problem = hessian_problem(rows, columns)
+    H = hessians_on((1, 2, 3), loss, problem, threads)
+    np.testing.assert_allclose(H, closed_form(loss, *problem), rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("rows", [200, 3000])  # one call, or parts of the rows
@@ -128,19 +144,9 @@ def test_hessians_are_exactly_symmetric_and_the_same_for_any_thread_count(loss, 
 def test_the_gram_tiles_match_the_closed_form_for_every_padding(rows, columns, threads):
     # 16 ≤ n ≤ 128 in float64: AVX-512 tiles over rows packed with n padded to a multiple
     # of 16 (fusegrad_gram.c); 129 takes the BLAS
-    rng = np.random.default_rng(columns)
-    X = rng.standard_normal((rows, columns)) / np.sqrt(columns)
-    y = np.sign(rng.standard_normal(rows))
-    w = 0.5 * rng.standard_normal(columns)
-    hessian = fg.compile(fg.hessian(signed_weights))
-    results = []
-    for count in (1, 2):
-        threads(count)
-        results.append(hessian(w, X, y))
-    H = results[0]
-    assert results[1].tobytes() == H.tobytes() and np.array_equal(H, H.T)
-    s = -np.sin(X @ w) * y
-    np.testing.assert_allclose(H, X.T @ (X * s[:, None]), rtol=1e-10, atol=1e-12)
+    problem = hessian_problem(rows, columns)
+    H = hessians_on((1, 2), signed_weights, problem, threads)
+    np.testing.assert_allclose(H, closed_form(signed_weights, *problem), rtol=1e-10, atol=1e-12)
 
 
 def test_the_gram_tiles_run_where_the_cpu_has_avx512_unless_switched_off():
@@ -175,19 +181,9 @@ def test_a_hessian_product_scales_rows_as_it_packs_them_and_stores_no_scaled_cop
     (np.float64, 0, 20),      # no rows: H = 0
 ])
 def test_row_scaled_hessians_in_both_dtypes_and_every_path(dtype, rows, columns, threads):
-    rng = np.random.default_rng(rows + columns)
-    X = (rng.standard_normal((rows, columns)) / np.sqrt(columns)).astype(dtype)
-    y = np.sign(rng.standard_normal(rows)).astype(dtype)
-    w = (0.5 * rng.standard_normal(columns)).astype(dtype)
-    hessian = fg.compile(fg.hessian(signed_weights))
-    results = []
-    for count in (1, 3):
-        threads(count)
-        results.append(hessian(w, X, y))
-    H = results[0]
-    assert H.dtype == dtype and np.array_equal(H, H.T)
-    assert results[1].tobytes() == H.tobytes()
-    X64, y64, w64 = (a.astype(np.float64) for a in (X, y, w))
-    s = -np.sin(X64 @ w64) * y64
+    problem = hessian_problem(rows, columns, dtype)
+    H = hessians_on((1, 3), signed_weights, problem, threads)
+    assert H.dtype == dtype
     tolerance = 1e-10 if dtype == np.float64 else 2e-4
-    np.testing.assert_allclose(H, X64.T @ (X64 * s[:, None]), rtol=tolerance, atol=tolerance)
+    np.testing.assert_allclose(H, closed_form(signed_weights, *problem), rtol=tolerance,
+                               atol=tolerance)
