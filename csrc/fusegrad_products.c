@@ -33,6 +33,7 @@
  */
 #include "fusegrad_rt.h"
 
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -444,11 +445,47 @@ void fg_gram(int item, void (*gemm)(void), void (*syrk)(void), int64_t n, int64_
         run(&p);
 }
 
-int fg_row_scaled_product(int item, void (*gemm)(void), void (*triangle)(void), int gram,
-                          int64_t n, int64_t k, const void *b, const void *scale, void *c)
+/* +1 when no scale is negative, -1 when none is positive, 0 otherwise (NaN too) */
+static int one_sign(const char *scale, int64_t k, int item)
 {
-    product p = make(gram ? SYRK : GEMMT, item, triangle, 1, 0, n, n, k,
-                     gram ? (double)gram : 1.0, b, b, c);
+    int64_t negative = 0, positive = 0;
+    for (int64_t r = 0; r < k; r++) {
+        double v = item == FG_FLOAT64 ? ((const double *)scale)[r] : ((const float *)scale)[r];
+        negative += !(v >= 0.0);
+        positive += !(v <= 0.0);
+    }
+    return negative == 0 ? 1 : positive == 0 ? -1 : 0;
+}
+
+static void square_roots_of_magnitudes(char *roots, const char *scale, int64_t k, int item)
+{
+    for (int64_t r = 0; r < k; r++) {
+        if (item == FG_FLOAT64)
+            ((double *)roots)[r] = sqrt(fabs(((const double *)scale)[r]));
+        else
+            ((float *)roots)[r] = sqrtf(fabsf(((const float *)scale)[r]));
+    }
+}
+
+int fg_row_scaled_product(int item, void (*gemm)(void), void (*gemmt)(void),
+                          void (*syrk)(void), int gram, int64_t n, int64_t k, const void *b,
+                          const void *scale, void *c)
+{
+    char *roots = NULL;
+    product p;
+
+    if (gram == 0 && k >= TALL * n) {
+        /* scales of one sign, found at run time: C = ±(√|s| ⊙ B)ᵀ(√|s| ⊙ B), one operand
+         * to scale and pack (syrk) instead of two (gemmt) */
+        int sign = one_sign(scale, k, item);
+        if (sign != 0 && (roots = fg_alloc(k * item)) != NULL) {
+            square_roots_of_magnitudes(roots, scale, k, item);
+            scale = roots;
+            gram = sign;
+        }
+    }
+    p = make(gram ? SYRK : GEMMT, item, gram ? syrk : gemmt, 1, 0, n, n, k,
+             gram ? (double)gram : 1.0, b, b, c);
     p.scale = scale;
     if (k < TALL * n) { /* the scaled rows stored whole, for the bands of wide_symmetric */
         char *a = fg_alloc(k * n * item);
@@ -463,5 +500,6 @@ int fg_row_scaled_product(int item, void (*gemm)(void), void (*triangle)(void), 
         return FG_OK;
     }
     run(&p);
+    fg_free(roots);
     return p.failed ? FG_ERR_NO_MEMORY : FG_OK;
 }

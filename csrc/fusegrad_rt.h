@@ -107,10 +107,13 @@ void fg_gram(int item, void (*gemm)(void), void (*syrk)(void), int64_t n, int64_
 /* C (n x n) = (s ⊙ B)^T B (gram = 0: cblas_?gemmt) or gram · (s ⊙ B)^T (s ⊙ B)
  * (gram = ±1: cblas_?syrk) for B (k x n) and row scales s (k): the scaled rows are
  * made a block at a time, in cache, and never stored whole (but for k < 4 n, where
- * they are, for gemm bands). Parts of k as in fg_symmetric_product, mirrored.
- * Returns FG_OK, or FG_ERR_NO_MEMORY when the blocks cannot be allocated. */
-int fg_row_scaled_product(int item, void (*gemm)(void), void (*triangle)(void), int gram,
-                          int64_t n, int64_t k, const void *b, const void *scale, void *c);
+ * they are, for gemm bands). With gram = 0 and scales that turn out to be of one
+ * sign, the product is made the gram way with √|s|. Parts of k as in
+ * fg_symmetric_product, mirrored. Returns FG_OK, or FG_ERR_NO_MEMORY when the
+ * blocks cannot be allocated. */
+int fg_row_scaled_product(int item, void (*gemm)(void), void (*gemmt)(void),
+                          void (*syrk)(void), int gram, int64_t n, int64_t k, const void *b,
+                          const void *scale, void *c);
 
 /* Internal to the runtime (fusegrad_gram.c): whether the AVX-512 Gram tiles run
  * here, and U (n x n, its upper triangle, leading dimension n) += A^T B over k

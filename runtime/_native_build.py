@@ -39,8 +39,9 @@ void fg_symmetric_product(int item, void (*gemm)(void), void (*gemmt)(void), int
                           int64_t k, const void *a, const void *b, void *c);
 void fg_gram(int item, void (*gemm)(void), void (*syrk)(void), int64_t n, int64_t k,
              double alpha, const void *a, void *c);
-int fg_row_scaled_product(int item, void (*gemm)(void), void (*triangle)(void), int gram,
-                          int64_t n, int64_t k, const void *b, const void *scale, void *c);
+int fg_row_scaled_product(int item, void (*gemm)(void), void (*gemmt)(void),
+                          void (*syrk)(void), int gram, int64_t n, int64_t k, const void *b,
+                          const void *scale, void *c);
 int fg_gram_kernel_available(void);
 """
 

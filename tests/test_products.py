@@ -97,6 +97,10 @@ def signed_weights(w, X, y):
     return fg.sum(fg.sin(X @ w) * y)  # Hessian Xᵀ diag(−sin(z) y) X: weights of both signs
 
 
+def negative_weights(w, X, y):
+    return -fg.sum(fg.exp(X @ w) * y * y)  # Hessian Xᵀ diag(−e^z y²) X: no weight > 0
+
+
 def hessian_problem(rows, columns, dtype=np.float64):
     rng = np.random.default_rng(rows + columns)
     X = rng.standard_normal((rows, columns)) / np.sqrt(columns)
@@ -122,16 +126,18 @@ def closed_form(loss, w, X, y) -> np.ndarray:
     """Xᵀ diag(s) X in float64."""
     w, X, y = (a.astype(np.float64) for a in (w, X, y))
     z = X @ w
-    if loss is logistic:
+    if loss is logistic:  # weights ≥ 0: found at run time, C = (√s ⊙ X)ᵀ(√s ⊙ X) by syrk
         p = 1.0 / (1.0 + np.exp(-y * z))
         s = p * (1.0 - p)
-    else:
+    elif loss is negative_weights:  # weights ≤ 0: C = −(√|s| ⊙ X)ᵀ(√|s| ⊙ X)
+        s = -np.exp(z) * y * y
+    else:  # both signs: gemmt on s ⊙ X and X
         s = -np.sin(z) * y
     return X.T @ (X * s[:, None])
 
 
-@pytest.mark.parametrize("loss", [logistic, signed_weights])
-@pytest.mark.parametrize("rows, columns", [(5000, 16), (3000, 40), (300, 200)])
+@pytest.mark.parametrize("loss", [logistic, signed_weights, negative_weights])
+@pytest.mark.parametrize("rows, columns", [(5000, 16), (3000, 40), (300, 200), (3000, 150)])
 def test_hessians_are_exactly_symmetric_and_the_same_for_any_thread_count(loss, rows, columns,
                                                                           threads):
     problem = hessian_problem(rows, columns)
@@ -174,16 +180,30 @@ def test_a_hessian_product_scales_rows_as_it_packs_them_and_stores_no_scaled_cop
     assert [len(b.shape) for b in program.scratch] == [1]  # the row scales: k numbers
 
 
+@pytest.mark.parametrize("loss", [logistic, signed_weights, negative_weights])
 @pytest.mark.parametrize("dtype, rows, columns", [
     (np.float32, 3000, 40),   # the BLAS on scaled blocks (the tiles are float64)
     (np.float32, 100, 60),    # few rows: the scaled rows stored whole, gemm bands
     (np.float64, 3000, 150),  # more columns than the tiles take
     (np.float64, 0, 20),      # no rows: H = 0
 ])
-def test_row_scaled_hessians_in_both_dtypes_and_every_path(dtype, rows, columns, threads):
+def test_row_scaled_hessians_in_both_dtypes_and_every_path(loss, dtype, rows, columns,
+                                                           threads):
     problem = hessian_problem(rows, columns, dtype)
-    H = hessians_on((1, 3), signed_weights, problem, threads)
+    H = hessians_on((1, 3), loss, problem, threads)
     assert H.dtype == dtype
     tolerance = 1e-10 if dtype == np.float64 else 2e-4
-    np.testing.assert_allclose(H, closed_form(signed_weights, *problem), rtol=tolerance,
-                               atol=tolerance)
+    np.testing.assert_allclose(H, closed_form(loss, *problem), rtol=tolerance, atol=tolerance)
+
+
+def test_weights_of_one_sign_with_zeros_and_a_nan():
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((4000, 24))
+    hessian = fg.compile(fg.hessian(lambda w, X, r: 0.5 * fg.sum(r * (X @ w) ** 2)))
+    r = np.abs(rng.standard_normal(4000))
+    r[::7] = 0.0  # zeros keep the sign: still the gram way
+    np.testing.assert_allclose(hessian(np.zeros(24), X, r), X.T @ (X * r[:, None]),
+                               rtol=1e-10, atol=1e-10)
+    r[5] = np.nan  # a NaN: no sign; every entry sums row 5's term, as NumPy's does
+    assert np.isnan(X.T @ (X * r[:, None])).all()
+    assert np.isnan(hessian(np.zeros(24), X, r)).all()

@@ -508,7 +508,7 @@ class _Renderer:
             fg_gemm(item, &cblas_?gemm, trans_a, trans_b, m, n, k, a, b, c)
             fg_symmetric_product(item, &cblas_?gemm, &cblas_?gemmt, n, k, a, b, c)
             fg_gram(item, &cblas_?gemm, &cblas_?syrk, n, k, ±1.0, a, c)   # C = ±AᵀA
-            fg_row_scaled_product(item, &cblas_?gemm, &cblas_?gemmt or syrk, gram,
+            fg_row_scaled_product(item, &cblas_?gemm, &cblas_?gemmt, &cblas_?syrk, gram,
                                   n, k, b, row_scale, c)          # status: out of memory
 
         A `symmetric` C is computed as lower triangles and mirrored, so it is exactly
@@ -519,10 +519,9 @@ class _Renderer:
         n, k = self.index(stmt.n), self.index(stmt.k)
         gemm = self._blas("gemm", dtype)
         if stmt.row_scale is not None:
-            triangle = self._blas("syrk" if stmt.gram else "gemmt", dtype)
             status = self._runtime_call("fg_row_scaled_product", [
-                item, gemm, triangle, _i32(stmt.gram), n, k, b,
-                self._buffer_pointer(stmt.row_scale), c], returns=I32)
+                item, gemm, self._blas("gemmt", dtype), self._blas("syrk", dtype),
+                _i32(stmt.gram), n, k, b, self._buffer_pointer(stmt.row_scale), c], returns=I32)
             self._return_if_failed(status)
         elif stmt.gram:
             alpha = ir.Constant(ir.DoubleType(), float(stmt.gram))
