@@ -1,4 +1,4 @@
-"""Symmetric products: C = Aᵀ·B where A is B with each row scaled, C = Bᵀ diag(s) B.
+"""Symmetric products: C = Aᵀ·B where A is B with each row scaled, C = Bᵀ diag(e) B.
 
 Such a C is symmetric, and a library can compute one triangle of it for half the
 work (BLAS `gemmt`) and mirror it. The pattern is what a Hessian of a sum of
@@ -11,6 +11,14 @@ and `b` as it is, and `a` written by exactly one store
 (the column variable: the innermost loop around the store, which steps the index
 by 1). The Gemm is marked `symmetric`; the renderer decides at run time whether
 the triangle is worth it (it is not for small n, where `gemm` is faster).
+
+When e provably has one sign (`value_bounds`: σ(z)(1 − σ(z)) ≥ 0, y · s · y with
+s ≥ 0, −eᶻ ≤ 0), the product is a Gram matrix
+
+    C = Bᵀ diag(e) B = ±(√|e| ⊙ B)ᵀ (√|e| ⊙ B)
+
+so the store becomes a[index] = b[index] · √(±e) and the Gemm `gram = ±1`: BLAS
+`syrk` does half the work of `gemm` and reads one matrix instead of two.
 """
 
 from __future__ import annotations
@@ -18,39 +26,72 @@ from __future__ import annotations
 from dataclasses import replace
 
 from . import symbolic
-from .loopir import Apply, Buffer, DimValue, Gemm, Load, Loop, Program, Store
+from .loopir import Apply, Block, Buffer, DimValue, Gemm, Load, Loop, Program, Store
+from .value_bounds import value_bounds
 
 
 def symmetric_products(program: Program) -> Program:
-    gemms = [s for s in program.body if isinstance(s, Gemm)]
-    if not gemms:
-        return program
-    body = [replace(s, symmetric=True) if isinstance(s, Gemm) and _is_symmetric(s, program)
-            else s for s in program.body]
-    return Program(program.name, program.dims, program.inputs, program.outputs,
-                   program.scratch, body)
+    for k, stmt in enumerate(program.body):
+        if not isinstance(stmt, Gemm):
+            continue
+        found = _row_scaling(stmt, program)
+        if found is None:
+            continue
+        store, weight = found
+        body = list(program.body)
+        body[k] = replace(stmt, symmetric=True)
+        lo, hi = value_bounds(weight, program)
+        gram = 1 if lo >= 0 else -1 if hi <= 0 else 0
+        if gram:
+            # e = ±(√(±e))²: the store keeps b's row times √|e|, C = gram · aᵀa
+            dtype = store.value.dtype
+            magnitude = weight if gram > 0 else Apply("neg", (weight,), dtype)
+            scaled = Apply("mul", (Load(stmt.b, store.index), Apply("sqrt", (magnitude,), dtype)),
+                           dtype)
+            body = [_replace_store(s, store, Store(store.buffer, store.index, scaled))
+                    for s in body]
+            body[k] = replace(stmt, symmetric=True, gram=gram)
+        program = Program(program.name, program.dims, program.inputs, program.outputs,
+                          program.scratch, body)
+    return program
 
 
-def _is_symmetric(gemm: Gemm, program: Program) -> bool:
+def _row_scaling(gemm: Gemm, program: Program):
+    """(the one store a[index] = b[index] · e, e) when c = bᵀ diag(e) b, else None."""
     if not gemm.trans_a or gemm.trans_b or gemm.a is gemm.b or gemm.a.kind != "scratch":
-        return False
+        return None
+    if gemm.gram or gemm.row_scale is not None:
+        return None
     if not symbolic.dims_equal(gemm.m, gemm.n):
-        return False
+        return None
     stores = list(_stores_with_column(program.body, gemm.a))
     if len(stores) != 1:
-        return False
+        return None
     store, column = stores[0]
     if column is None:
-        return False
+        return None
     value = store.value
     if not (isinstance(value, Apply) and value.op == "mul"):
-        return False
+        return None
     for own, other in (value.args, value.args[::-1]):
         if (isinstance(own, Load) and own.buffer is gemm.b
                 and symbolic.dims_equal(own.index, store.index)
                 and column not in _symbols(other)):
-            return _steps_by_one(store.index, column)
-    return False
+            return (store, other) if _steps_by_one(store.index, column) else None
+    return None
+
+
+def _replace_store(stmt, target: Store, by: Store):
+    """The statement with the store `target` (by identity) replaced by `by`; loops and
+    blocks on the way are new, so a statement shared with another program is untouched."""
+    if stmt is target:
+        return by
+    if isinstance(stmt, Loop):
+        return Loop(stmt.var, stmt.extent, [_replace_store(s, target, by) for s in stmt.body],
+                    stmt.kind)
+    if isinstance(stmt, Block):
+        return Block([_replace_store(s, target, by) for s in stmt.body])
+    return stmt
 
 
 def _stores_with_column(stmts, buffer: Buffer, column=None):

@@ -22,7 +22,10 @@ from fusegrad.batched import compile_hessian, hessian, jacobian, value_grad_hess
 from fusegrad.compiler import pipeline
 from fusegrad.compiler.batching import BATCH
 from fusegrad.compiler.loop_walk import walk
-from fusegrad.compiler.loopir import DimValue, Gemm
+from fusegrad.compiler.loopir import (Apply, Buffer, DimValue, Gemm, Load, Loop, Program, Store,
+                                      format_expr, format_program)
+from fusegrad.compiler.symbolic import Dim
+from fusegrad.compiler.symmetric_products import symmetric_products
 from fusegrad.compiler.ops import all_ops
 
 BATCH_SIZE = 3
@@ -304,6 +307,123 @@ def test_a_hessian_product_is_marked_symmetric_and_other_products_are_not():
     r = np.ones(5)
     (by_row,) = gemms_of(lambda A, r: (A * fg.exp(r)[:, None]).T @ A, A, r)
     assert by_row.symmetric
+
+
+def sine_sum(w, X):
+    return fg.sum(fg.sin(X @ w))  # row weight −sin(z): no sign
+
+
+def negative_exp_sum(w, X):
+    return fg.sum(-2.0 * fg.exp(X @ w))  # row weight −2eᶻ ≤ 0
+
+
+def test_a_product_with_weights_of_one_sign_is_a_gram_product():
+    w, X, y = np.ones(3), np.ones((5, 3)), np.ones(5)
+    (gemm,) = gemms_of(hessian(logistic), w, X, y)  # y · σ(−u)σ(u) · y ≥ 0
+    assert gemm.symmetric and gemm.gram == 1
+    (gemm,) = gemms_of(hessian(sine_sum), w, X)
+    assert gemm.symmetric and gemm.gram == 0
+    (gemm,) = gemms_of(hessian(negative_exp_sum), w, X)
+    assert gemm.symmetric and gemm.gram == -1
+    # the simplifier moves a negation out of the sum: −H, H's weights ≥ 0
+    (gemm,) = gemms_of(hessian(lambda w, X, y: -logistic(w, X, y)), w, X, y)
+    assert gemm.gram == 1
+    A, B, r = np.ones((5, 3)), np.ones((5, 3)), np.ones(5)
+    (plain,) = gemms_of(lambda A, B: A.T @ B, A, B)
+    (by_column,) = gemms_of(lambda A, s: (A * fg.exp(s)).T @ A, A, np.ones(3))
+    assert plain.gram == 0 and by_column.gram == 0
+    (by_row,) = gemms_of(lambda A, r: (A * fg.exp(r)[:, None]).T @ A, A, r)
+    assert by_row.symmetric and by_row.gram == 1
+
+
+def _row_scaled_program(weight_op):
+    """a[i, j] = b[i, j] · e(i) for i < 4, j < 3; c = aᵀ b, by hand."""
+    b = Buffer("b", "float64", (4, 3), "input")
+    r = Buffer("r", "float64", (4,), "input")
+    a = Buffer("a", "float64", (4, 3), "scratch")
+    c = Buffer("c", "float64", (3, 3), "output")
+    i, j = Dim.symbol("@i"), Dim.symbol("@j")
+    weight = Apply(weight_op, (Load(r, i),), "float64")
+    store = Store(a, 3 * i + j, Apply("mul", (Load(b, 3 * i + j), weight), "float64"))
+    body = [Loop("@i", 4, [Loop("@j", 3, [store])]), Gemm(c, a, b, 3, 3, 4, trans_a=True)]
+    return Program("p", [], [b, r], [c], [a], body), store, weight
+
+
+@pytest.mark.parametrize("weight_op, gram, root", [
+    ("exp", 1, "sqrt(exp(r[@i]))"),
+    ("neg", 0, None),  # −r: r is an input, of no known sign
+    ("logistic", 1, "sqrt(logistic(r[@i]))"),
+])
+def test_the_gram_rewrite_stores_rows_times_root_weights(weight_op, gram, root):
+    program, store, weight = _row_scaled_program(weight_op)
+    before = format_program(program)
+    rewritten = symmetric_products(program)
+    assert format_program(program) == before  # the input program is not changed
+    (gemm,) = [s for s in rewritten.body if isinstance(s, Gemm)]
+    assert gemm.symmetric and gemm.gram == gram
+    (new_store,) = [s for s in walk(rewritten.body) if isinstance(s, Store)]
+    if root is None:
+        assert new_store is store
+    else:
+        assert format_expr(new_store.value) == f"mul(b[3*@i + @j], {root})"
+
+
+def test_a_weight_of_no_positive_value_is_a_negative_gram_product():
+    program, _, _ = _row_scaled_program("exp")
+    (loop, gemm) = program.body
+    (inner,) = loop.body
+    (store,) = inner.body
+    negative = Apply("neg", (store.value.args[1],), "float64")  # −eʳ ≤ 0
+    body = [Loop("@i", 4, [Loop("@j", 3, [Store(store.buffer, store.index, Apply(
+        "mul", (store.value.args[0], negative), "float64"))])]), gemm]
+    rewritten = symmetric_products(Program("p", [], program.inputs, program.outputs,
+                                           program.scratch, body))
+    (gemm,) = [s for s in rewritten.body if isinstance(s, Gemm)]
+    assert gemm.gram == -1
+    (new_store,) = [s for s in walk(rewritten.body) if isinstance(s, Store)]
+    assert format_expr(new_store.value) == "mul(b[3*@i + @j], sqrt(neg(neg(exp(r[@i])))))"
+
+
+def test_only_the_cpu_pipeline_makes_gram_products():
+    assert symmetric_products in pipeline.LOOP_PASSES
+    assert symmetric_products not in pipeline.CUDA_LOOP_PASSES
+    w, X, y = np.ones(3), np.ones((5, 3)), np.ones(5)
+    program = pipeline.to_loop_ir(fg.compile(hessian(logistic)).lower(w, X, y), target="cuda")
+    assert all(s.gram == 0 for s in walk(program.body) if isinstance(s, Gemm))
+
+
+def _row_weighted_hessian(X, weights):
+    return X.T @ (X * weights[:, None])
+
+
+HESSIANS = {  # name: (function, its arguments from w, X, y; the closed form)
+    "logistic": (logistic, lambda w, X, y: (w, X, y),
+                 lambda w, X, y: _row_weighted_hessian(
+                     X, y * y / (1 + np.exp(-y * (X @ w))) / (1 + np.exp(y * (X @ w))))),
+    "sine": (sine_sum, lambda w, X, y: (w, X),
+             lambda w, X, y: _row_weighted_hessian(X, -np.sin(X @ w))),
+    "negative exp": (negative_exp_sum, lambda w, X, y: (w, X),
+                     lambda w, X, y: _row_weighted_hessian(X, -2 * np.exp(X @ w))),
+}
+
+
+@pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-10), (np.float32, 2e-4)])
+@pytest.mark.parametrize("rows, columns", [(1, 1), (0, 4), (300, 5), (300, 200)])
+@pytest.mark.parametrize("name", sorted(HESSIANS))
+def test_gram_and_symmetric_hessians_are_the_closed_form_and_exactly_symmetric(
+        name, rows, columns, dtype, rtol):
+    fn, arguments, closed_form = HESSIANS[name]
+    rng = np.random.default_rng(rows + columns)
+    X = rng.standard_normal((rows, columns)) / np.sqrt(columns)
+    y = np.sign(rng.standard_normal(rows)) * rng.uniform(0.5, 2, rows)
+    w = 0.5 * rng.standard_normal(columns)
+    args = [a.astype(dtype) for a in arguments(w, X, y)]
+    expected = closed_form(*(a.astype(np.float64) for a in (w, X, y)))
+    H = fg.compile(hessian(fn))(*args)
+    assert H.dtype == dtype and H.shape == (columns, columns)
+    scale = np.abs(expected).max() if expected.size else 0.0
+    np.testing.assert_allclose(H, expected, rtol=rtol, atol=rtol * scale)
+    assert np.array_equal(H, H.T)
 
 
 @pytest.mark.parametrize("columns", [5, 127, 128, 200])
