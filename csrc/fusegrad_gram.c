@@ -74,6 +74,26 @@ __attribute__((target("avx512f"))) void fg_gram_tiles_f64(int64_t n, int64_t k,
             tile_16x8(k, a + i0, b + j0, ld, u + j0 * n + i0, n);
 }
 
+__attribute__((target("avx512f"))) void fg_gram_pack_f64(double *block, const double *a,
+                                                         int64_t rows, int64_t n, int64_t ld,
+                                                         const double *scale)
+{
+    /* rows of a (leading dimension n), each times scale[r] when scale is given, into
+     * block (leading dimension ld, a multiple of 8 and >= n) with zeros past n: the
+     * operands of the tiles. Vector code by hand: -O2 leaves the scalar loop scalar. */
+    for (int64_t r = 0; r < rows; r++) {
+        const double *from = a + r * n;
+        double *to = block + r * ld;
+        __m512d factor = _mm512_set1_pd(scale != NULL ? scale[r] : 1.0);
+        for (int64_t j = 0; j < ld; j += 8) {
+            int64_t left = n - j;
+            __mmask8 mask = left >= 8 ? 0xFF : left <= 0 ? 0 : (__mmask8)((1u << left) - 1);
+            __m512d v = _mm512_maskz_loadu_pd(mask, from + j);
+            _mm512_storeu_pd(to + j, scale != NULL ? _mm512_mul_pd(v, factor) : v);
+        }
+    }
+}
+
 int fg_gram_kernel_available(void)
 {
     static int known = -1; /* the CPU's answer, asked once (every thread gets the same) */
@@ -91,6 +111,12 @@ void fg_gram_tiles_f64(int64_t n, int64_t k, const double *a, const double *b, i
                        double *u)
 {
     (void)n, (void)k, (void)a, (void)b, (void)ld, (void)u;
+}
+
+void fg_gram_pack_f64(double *block, const double *a, int64_t rows, int64_t n, int64_t ld,
+                      const double *scale)
+{
+    (void)block, (void)a, (void)rows, (void)n, (void)ld, (void)scale;
 }
 
 int fg_gram_kernel_available(void)

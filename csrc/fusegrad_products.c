@@ -217,9 +217,9 @@ static int gram_part(const product *p, int64_t lo, int64_t hi, char *out)
         memset(u, 0, (size_t)(ld * ld) * sizeof(double));
         for (int64_t r0 = lo; r0 < hi; r0 += GRAM_ROWS) {
             int64_t rows = hi - r0 < GRAM_ROWS ? hi - r0 : GRAM_ROWS;
-            pack_rows(block_a, a + r0 * n, rows, n, ld, scale ? scale + r0 : NULL);
+            fg_gram_pack_f64(block_a, a + r0 * n, rows, n, ld, scale ? scale + r0 : NULL);
             if (!same)
-                pack_rows(block_b, b + r0 * n, rows, n, ld, NULL);
+                fg_gram_pack_f64(block_b, b + r0 * n, rows, n, ld, NULL);
             fg_gram_tiles_f64(ld, rows, block_a, block_b, ld, u);
         }
         for (int64_t i = 0; i < n; i++) /* U holds the upper triangle: C[i][j] = U[j][i] */

@@ -117,8 +117,11 @@ int fg_row_scaled_product(int item, void (*gemm)(void), void (*gemmt)(void),
 
 /* Internal to the runtime (fusegrad_gram.c): whether the AVX-512 Gram tiles run
  * here, and U (n x n, its upper triangle, leading dimension n) += A^T B over k
- * rows of A and B (leading dimension ld); n a multiple of 16. */
+ * rows of A and B (leading dimension ld); n a multiple of 16. The pack copies
+ * rows (times their scales) into blocks of leading dimension ld, zero past n. */
 int fg_gram_kernel_available(void);
+void fg_gram_pack_f64(double *block, const double *a, int64_t rows, int64_t n, int64_t ld,
+                      const double *scale);
 void fg_gram_tiles_f64(int64_t n, int64_t k, const double *a, const double *b, int64_t ld,
                        double *u);
 
