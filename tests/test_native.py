@@ -259,8 +259,9 @@ def test_smaller_blocks_are_kept_too_eight_and_16_mib_at_most():
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("columns", [0, 1, 7, 8, 9, 31, 32, 33, 63, 64, 65, 100])
-def test_row_reductions_on_both_sides_of_the_short_row_version(columns, dtype):
-    # rows shorter than SHORT_REDUCTION run a second, not interleaved, version of the loop
+def test_row_reductions_of_every_length_around_the_vector_widths(columns, dtype):
+    # rows shorter than a vector body (4-way interleaved: 32 doubles with AVX-512) run in
+    # the scalar remainder, longer ones in the body and the remainder
     import fusegrad as fg
 
     rng = np.random.default_rng(columns)

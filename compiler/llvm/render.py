@@ -82,9 +82,6 @@ VOID = ir.VoidType()
 #: Loop metadata of a loop that reduces nothing: interleaving copies the vector body for
 #: more instructions in flight, which a reduction's latency chain needs and a map does not.
 NOT_INTERLEAVED = [("llvm.loop.interleave.count", ir.Constant(I32, 1))]
-#: Reductions shorter than this run a version that is not interleaved (`_reduction_loop`).
-SHORT_REDUCTION = 64
-ARITHMETIC_OPS = frozenset({"add", "sub", "mul", "neg", "abs", "maximum", "minimum", "cast"})
 
 
 def render_program(program: loopir.Program, target_triple: str | None = None) -> str:
@@ -263,38 +260,11 @@ class _Renderer:
     def loop(self, stmt: loopir.Loop):
         if stmt.kind == "parallel" and not self.in_parallel:
             self.parallel_loop(stmt)
-        elif stmt.kind == "vector" and self.loop_vars and _is_row_reduction(stmt):
-            self._reduction_loop(stmt)
         else:
             self._counted_loop(stmt.var, _i64(0), self.index(stmt.extent), stmt.body)
 
-    def _reduction_loop(self, stmt: loopir.Loop):
-        """An innermost reduction run once per row of an enclosing loop, in two versions:
-        below SHORT_REDUCTION iterations, one that is not interleaved.
-
-        The vectorizer interleaves a reduction (4 vector accumulators, for the latency of
-        its add chain) and runs what is left of the extent in scalar code: a dot product
-        of 8 columns never reached the 32-wide vector body of AVX-512 and ran as a chain
-        of 8 dependent scalar adds per row (a third of W1 200×8's kernel time). Without
-        interleaving, its vector body takes 8 at a time: W1 200×8 2.9 → 2.4 µs. Only
-        reductions whose extent is the same for every row (a dim, not a chunk's
-        remainder) get the second version: each copy costs compile time, and one short
-        reduction per call costs nothing worth it. (Vectorized epilogues would serve
-        too, for every loop, at +15 ms of W3's compile.)"""
-        b = self.builder
-        stop = self.index(stmt.extent)
-        short = b.icmp_signed("<", stop, _i64(SHORT_REDUCTION))
-        with b.if_else(short) as (then, otherwise):
-            for branch, properties in ((then, NOT_INTERLEAVED), (otherwise, None)):
-                with branch:
-                    self.indices.push(barrier=False)  # values of one branch stay in it
-                    self._counted_loop(stmt.var, _i64(0), stop, stmt.body, properties)
-                    self.indices.pop()
-
-    def _counted_loop(self, var_name: str, start: ir.Value, stop: ir.Value, stmts,
-                      properties: list | None = None):
-        """for var in range(start, stop): stmts; `properties`: its loop metadata (by
-        default: not interleaved when it reduces nothing)."""
+    def _counted_loop(self, var_name: str, start: ir.Value, stop: ir.Value, stmts):
+        """for var in range(start, stop): stmts."""
         # preheader → header (i < stop?) → body → latch (i + 1) → header; header → exit
         b = self.builder
         name = _llvm_name(var_name)
@@ -324,10 +294,8 @@ class _Renderer:
         following = b.add(var, _i64(1), name=f"{name}.next", flags=("nuw", "nsw"))
         var.add_incoming(following, latch)
         back_edge = b.branch(header)
-        if properties is None and _is_map_loop(stmts):
-            properties = NOT_INTERLEAVED
-        if properties:
-            back_edge.set_metadata("llvm.loop", self._loop_id(properties))
+        if _is_map_loop(stmts):
+            back_edge.set_metadata("llvm.loop", self._loop_id(NOT_INTERLEAVED))
         b.position_at_end(exit_)
 
     def _loop_id(self, properties: list) -> ir.MDValue:
@@ -691,24 +659,6 @@ _STATEMENTS = {
     loopir.Block: _Renderer.block,
     loopir.Gemm: _Renderer.gemm,
 }
-
-
-def _is_row_reduction(loop: loopir.Loop) -> bool:
-    """An innermost loop that updates an accumulator with arithmetic only (no
-    transcendental, whose inlined code would be copied too), over an extent free of loop
-    variables (the length of a row, not what is left of a chunk)."""
-    walked = list(_walk_statements(loop.body))
-    return (not any(isinstance(s, loopir.Loop) for s in walked)
-            and any(isinstance(s, loopir.AccUpdate) for s in walked)
-            and all(_is_arithmetic(s.value) for s in walked if hasattr(s, "value"))
-            and not any(loopir.is_loop_var(name)
-                        for name in symbolic.dim_symbols([symbolic.as_dim(loop.extent)])))
-
-
-def _is_arithmetic(expr) -> bool:
-    if isinstance(expr, loopir.Apply):
-        return expr.op in ARITHMETIC_OPS and all(_is_arithmetic(a) for a in expr.args)
-    return True
 
 
 def _is_map_loop(stmts) -> bool:
