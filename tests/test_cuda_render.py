@@ -503,3 +503,19 @@ def one_translation_unit(sources) -> str:
     marker = 'extern "C" __global__'
     preamble = sources[0][: sources[0].index(marker)]
     return preamble + "\n".join(s[s.index(marker):] for s in sources)
+
+
+def test_the_cuda_plan_refuses_products_only_the_cpu_passes_make():
+    # Gram (syrk) and row-scaled products come from CPU loop passes; the CUDA pipeline
+    # never runs them, and its planner says so rather than dropping the scaling
+    from dataclasses import replace
+
+    from fusegrad.compiler.cuda import plan as cuda_plan
+    from fusegrad.compiler.errors import CompileError
+
+    program = gemm_program(True, False)
+    (gemm,) = program.body
+    rows = L.Buffer("rows", "float64", (gemm.k,), "scratch")
+    for odd in (replace(gemm, gram=1), replace(gemm, row_scale=rows)):
+        with pytest.raises(CompileError, match="Gram or row-scaled"):
+            cuda_plan.plan([odd], set())

@@ -38,6 +38,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .. import symbolic
+from ..errors import CompileError
 from ..loop_walk import effects_of, loads_in, walk
 from ..loopir import AccInit, AccRef, AccUpdate, Apply, Block, Buffer, Const, Gemm, Loop, Store
 
@@ -195,6 +196,8 @@ def _serial_into_combines(kernels) -> list:
 
 def _kernel_of(stmt, top_level_accs):
     if isinstance(stmt, Gemm):
+        if stmt.gram or stmt.row_scale is not None:  # CPU loop passes only (pipeline.py)
+            raise CompileError("the CUDA renderer has no Gram or row-scaled products")
         return TiledGemm(stmt)
     if not isinstance(stmt, Loop):
         return None
