@@ -82,6 +82,20 @@ def walk(stmts):
     return _walk(stmts)
 
 
+def replace_statement(stmt, target, by):
+    """The statement with `target` (found by identity, at any depth) replaced by `by`;
+    the loops and blocks on the way are new, so a statement shared with another
+    program is untouched."""
+    if stmt is target:
+        return by
+    if isinstance(stmt, Loop):
+        return Loop(stmt.var, stmt.extent, [replace_statement(s, target, by) for s in stmt.body],
+                    stmt.kind)
+    if isinstance(stmt, Block):
+        return Block([replace_statement(s, target, by) for s in stmt.body])
+    return stmt
+
+
 def loads_in(expr):
     return loads_of([expr])
 

@@ -23,8 +23,9 @@ from __future__ import annotations
 from dataclasses import replace
 
 from . import symbolic
-from .loop_walk import walk
-from .loopir import Apply, Block, Buffer, Gemm, Load, Loop, Program, Store
+from .loop_walk import loads_of, replace_statement, walk
+from .loopir import Buffer, Gemm, Loop, Program, Store
+from .symmetric_products import row_scaling
 
 
 def row_scaled_products(program: Program) -> Program:
@@ -38,80 +39,26 @@ def row_scaled_products(program: Program) -> Program:
 
 def _row_scaled(program: Program, at: int, gemm: Gemm) -> Program | None:
     a, b = gemm.a, gemm.b
-    if a.kind != "scratch" or a is b:
+    found = row_scaling(gemm, program)
+    if found is None:
         return None
-    stores = [s for s in walk(program.body) if isinstance(s, Store) and s.buffer is a]
-    loads = [load for s in walk(program.body) for load in _loads(s) if load.buffer is a]
-    others = [s for s in program.body if isinstance(s, Gemm) and s is not gemm
-              and a in (s.a, s.b, s.c)]
-    if len(stores) != 1 or loads or others:
+    store, column_var, factor = found
+    values = [s.value for s in walk(program.body) if hasattr(s, "value")]
+    read_elsewhere = any(load.buffer is a for load in loads_of(values)) or any(
+        isinstance(s, Gemm) and s is not gemm and a in (s.a, s.b, s.c) for s in program.body)
+    column = next((s for s in walk(program.body) if isinstance(s, Loop)
+                   and s.var == column_var and s.body == [store]), None)
+    if read_elsewhere or column is None:
         return None
-    store = stores[0]
-    column = _column_loop(program.body, store)
-    scale = _row_factor(store, b, column)
-    if column is None or scale is None:
-        return None
-    row = _exact_quotient(_at_zero(store.index, column.var), symbolic.as_dim(gemm.n))
+    row_start = symbolic.substitute(store.index, {column_var: symbolic.as_dim(0)})
+    row = _exact_quotient(symbolic.as_dim(row_start), symbolic.as_dim(gemm.n))
     if row is None:
         return None
     rows = Buffer(f"{a.name}_rows", a.dtype, (gemm.k,), "scratch")
-    body = [_replace_loop(s, column, Store(rows, row, scale)) for s in program.body]
+    body = [replace_statement(s, column, Store(rows, row, factor)) for s in program.body]
     body[at] = replace(gemm, a=b, row_scale=rows)
     scratch = [s for s in program.scratch if s is not a] + [rows]
     return Program(program.name, program.dims, program.inputs, program.outputs, scratch, body)
-
-
-def _loads(stmt):
-    value = getattr(stmt, "value", None)
-    stack = [value] if value is not None else []
-    while stack:
-        expr = stack.pop()
-        if isinstance(expr, Load):
-            yield expr
-        elif isinstance(expr, Apply):
-            stack.extend(expr.args)
-
-
-def _column_loop(stmts, store: Store) -> Loop | None:
-    """The loop whose body is exactly [store]."""
-    for stmt in walk(stmts):
-        if isinstance(stmt, Loop) and len(stmt.body) == 1 and stmt.body[0] is store:
-            return stmt
-    return None
-
-
-def _row_factor(store: Store, b: Buffer, column: Loop | None):
-    """r in a[idx] = b[idx] · r (either order), r free of the column variable."""
-    value = store.value
-    if column is None or not (isinstance(value, Apply) and value.op == "mul"):
-        return None
-    for own, other in (value.args, value.args[::-1]):
-        if (isinstance(own, Load) and own.buffer is b
-                and symbolic.dims_equal(own.index, store.index)
-                and column.var not in _symbols(other)):
-            return other
-    return None
-
-
-def _symbols(expr) -> set:
-    found = set()
-    stack = [expr]
-    while stack:
-        e = stack.pop()
-        if isinstance(e, Load):
-            found |= set(symbolic.as_dim(e.index).symbols())
-        elif isinstance(e, Apply):
-            stack.extend(e.args)
-        elif hasattr(e, "dim"):
-            found |= set(symbolic.as_dim(e.dim).symbols())
-    return found
-
-
-def _at_zero(index, var: str) -> symbolic.Dim:
-    """The index with the loop variable `var` set to 0 (its terms dropped)."""
-    dim = symbolic.as_dim(index)
-    return symbolic.Dim({m: c for m, c in dim.terms
-                         if not any(var in symbolic.Dim({(atom,): 1}).symbols() for atom in m)})
 
 
 def _exact_quotient(dim: symbolic.Dim, divisor: symbolic.Dim) -> symbolic.Dim | None:
@@ -135,15 +82,3 @@ def _exact_quotient(dim: symbolic.Dim, divisor: symbolic.Dim) -> symbolic.Dim | 
         rest.remove(atom)
         terms[tuple(rest)] = terms.get(tuple(rest), 0) + c
     return symbolic.Dim(terms)
-
-
-def _replace_loop(stmt, target: Loop, by):
-    """The statement with the loop `target` (by identity) replaced by `by`."""
-    if stmt is target:
-        return by
-    if isinstance(stmt, Loop):
-        return Loop(stmt.var, stmt.extent, [_replace_loop(s, target, by) for s in stmt.body],
-                    stmt.kind)
-    if isinstance(stmt, Block):
-        return Block([_replace_loop(s, target, by) for s in stmt.body])
-    return stmt

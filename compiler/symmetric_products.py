@@ -26,18 +26,19 @@ from __future__ import annotations
 from dataclasses import replace
 
 from . import symbolic
-from .loopir import Apply, Block, Buffer, DimValue, Gemm, Load, Loop, Program, Store
+from .loop_walk import replace_statement
+from .loopir import Apply, Buffer, DimValue, Gemm, Load, Loop, Program, Store
 from .value_bounds import value_bounds
 
 
 def symmetric_products(program: Program) -> Program:
     for k, stmt in enumerate(program.body):
-        if not isinstance(stmt, Gemm):
+        if not isinstance(stmt, Gemm) or stmt.gram or stmt.row_scale is not None:
             continue
-        found = _row_scaling(stmt, program)
+        found = row_scaling(stmt, program)
         if found is None:
             continue
-        store, weight = found
+        store, _, weight = found
         body = list(program.body)
         body[k] = replace(stmt, symmetric=True)
         lo, hi = value_bounds(weight, program)
@@ -48,7 +49,7 @@ def symmetric_products(program: Program) -> Program:
             magnitude = weight if gram > 0 else Apply("neg", (weight,), dtype)
             scaled = Apply("mul", (Load(stmt.b, store.index), Apply("sqrt", (magnitude,), dtype)),
                            dtype)
-            body = [_replace_store(s, store, Store(store.buffer, store.index, scaled))
+            body = [replace_statement(s, store, Store(store.buffer, store.index, scaled))
                     for s in body]
             body[k] = replace(stmt, symmetric=True, gram=gram)
         program = Program(program.name, program.dims, program.inputs, program.outputs,
@@ -56,11 +57,10 @@ def symmetric_products(program: Program) -> Program:
     return program
 
 
-def _row_scaling(gemm: Gemm, program: Program):
-    """(the one store a[index] = b[index] · e, e) when c = bᵀ diag(e) b, else None."""
+def row_scaling(gemm: Gemm, program: Program):
+    """(the one store a[index] = b[index] · e, its column variable, e) when
+    c = aᵀ b = bᵀ diag(e) b, else None."""
     if not gemm.trans_a or gemm.trans_b or gemm.a is gemm.b or gemm.a.kind != "scratch":
-        return None
-    if gemm.gram or gemm.row_scale is not None:
         return None
     if not symbolic.dims_equal(gemm.m, gemm.n):
         return None
@@ -77,21 +77,8 @@ def _row_scaling(gemm: Gemm, program: Program):
         if (isinstance(own, Load) and own.buffer is gemm.b
                 and symbolic.dims_equal(own.index, store.index)
                 and column not in _symbols(other)):
-            return (store, other) if _steps_by_one(store.index, column) else None
+            return (store, column, other) if _steps_by_one(store.index, column) else None
     return None
-
-
-def _replace_store(stmt, target: Store, by: Store):
-    """The statement with the store `target` (by identity) replaced by `by`; loops and
-    blocks on the way are new, so a statement shared with another program is untouched."""
-    if stmt is target:
-        return by
-    if isinstance(stmt, Loop):
-        return Loop(stmt.var, stmt.extent, [_replace_store(s, target, by) for s in stmt.body],
-                    stmt.kind)
-    if isinstance(stmt, Block):
-        return Block([_replace_store(s, target, by) for s in stmt.body])
-    return stmt
 
 
 def _stores_with_column(stmts, buffer: Buffer, column=None):
