@@ -164,38 +164,23 @@ static int gram_tiles_serve(const product *p)
            fg_gram_kernel_available();
 }
 
-/* rows of a (k x n, row-major), each times scale[r] if scale is given, into a block
- * with leading dimension ld >= n whose columns past n are zero */
-static void pack_rows(double *block, const double *a, int64_t rows, int64_t n, int64_t ld,
-                      const double *scale)
-{
-    for (int64_t r = 0; r < rows; r++) {
-        double *to = block + r * ld;
-        const double *from = a + r * n;
-        if (scale == NULL) {
-            memcpy(to, from, (size_t)n * sizeof(double));
-        } else {
-            for (int64_t j = 0; j < n; j++)
-                to[j] = scale[r] * from[j];
-        }
-        memset(to + n, 0, (size_t)(ld - n) * sizeof(double));
-    }
-}
-
-/* the same in either dtype, with ld = n (blocks for the BLAS) */
+/* rows of a (k x n, row-major), row r times scale[r], into block (k x n) */
 static void scale_rows(const product *p, char *block, const char *a, int64_t rows,
                        const char *scale)
 {
     int64_t n = p->n;
-    if (p->item == FG_FLOAT64) {
-        pack_rows((double *)block, (const double *)a, rows, n, n, (const double *)scale);
-        return;
-    }
     for (int64_t r = 0; r < rows; r++) {
-        float factor = ((const float *)scale)[r], *to = (float *)block + r * n;
-        const float *from = (const float *)a + r * n;
-        for (int64_t j = 0; j < n; j++)
-            to[j] = factor * from[j];
+        if (p->item == FG_FLOAT64) {
+            double factor = ((const double *)scale)[r], *to = (double *)block + r * n;
+            const double *from = (const double *)a + r * n;
+            for (int64_t j = 0; j < n; j++)
+                to[j] = factor * from[j];
+        } else {
+            float factor = ((const float *)scale)[r], *to = (float *)block + r * n;
+            const float *from = (const float *)a + r * n;
+            for (int64_t j = 0; j < n; j++)
+                to[j] = factor * from[j];
+        }
     }
 }
 
@@ -479,7 +464,18 @@ int fg_row_scaled_product(int item, void (*gemm)(void), void (*gemmt)(void),
     char *roots = NULL;
     product p;
 
-    if (gram == 0 && k >= TALL * n) {
+    if (k < TALL * n) { /* the scaled rows stored whole, for the bands of wide_symmetric */
+        char *a = fg_alloc(k * n * item);
+        if (a == NULL)
+            return FG_ERR_NO_MEMORY;
+        p = make(gram ? SYRK : GEMMT, item, gram ? syrk : gemmt, 1, 0, n, n, k,
+                 gram ? (double)gram : 1.0, a, gram ? a : b, c);
+        scale_rows(&p, a, b, k, scale);
+        wide_symmetric(&p, gemm);
+        fg_free(a);
+        return FG_OK;
+    }
+    if (gram == 0) {
         /* scales of one sign, found at run time: C = ±(√|s| ⊙ B)ᵀ(√|s| ⊙ B), one operand
          * to scale and pack (syrk) instead of two (gemmt) */
         int sign = one_sign(scale, k, item);
@@ -492,18 +488,6 @@ int fg_row_scaled_product(int item, void (*gemm)(void), void (*gemmt)(void),
     p = make(gram ? SYRK : GEMMT, item, gram ? syrk : gemmt, 1, 0, n, n, k,
              gram ? (double)gram : 1.0, b, b, c);
     p.scale = scale;
-    if (k < TALL * n) { /* the scaled rows stored whole, for the bands of wide_symmetric */
-        char *a = fg_alloc(k * n * item);
-        if (a == NULL)
-            return FG_ERR_NO_MEMORY;
-        scale_rows(&p, a, b, k, scale);
-        p.a = a;
-        p.b = gram ? a : b;
-        p.scale = NULL;
-        wide_symmetric(&p, gemm);
-        fg_free(a);
-        return FG_OK;
-    }
     run(&p);
     fg_free(roots);
     return p.failed ? FG_ERR_NO_MEMORY : FG_OK;

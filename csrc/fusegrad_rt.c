@@ -154,10 +154,9 @@ static void *take_cached(size_t size)
 static int keep_cached(void *p)
 {
     size_t size = malloc_usable_size(p), total = size;
+    size_t limit = size >= FG_HUGE_BLOCK ? FG_CACHE_BYTES : FG_SMALL_TOTAL;
     struct fg_block_cache *cache;
     struct fg_shelf *shelf;
-
-    size_t limit = size >= FG_HUGE_BLOCK ? FG_CACHE_BYTES : FG_SMALL_TOTAL;
 
     if (size > limit)
         return 0;
@@ -200,12 +199,12 @@ void *fg_alloc(int64_t nbytes)
         return NULL;
     /* A zero-byte request still gets a real, freeable block. */
     size = nbytes == 0 ? (size_t)FG_ALLOC_ALIGNMENT : (size_t)nbytes;
-    if (size >= FG_HUGE_BLOCK) {
 #ifdef FG_BLOCK_CACHE
-        p = take_cached(size);
-        if (p != NULL)
-            return p;
+    p = take_cached(size); /* from the shelf of blocks of this size's kind */
+    if (p != NULL)
+        return p;
 #endif
+    if (size >= FG_HUGE_BLOCK) {
         if (posix_memalign(&p, FG_HUGE_ALIGNMENT, size) != 0)
             return NULL;
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
@@ -213,11 +212,6 @@ void *fg_alloc(int64_t nbytes)
 #endif
         return p;
     }
-#ifdef FG_BLOCK_CACHE
-    p = take_cached(size);
-    if (p != NULL)
-        return p;
-#endif
     if (posix_memalign(&p, (size_t)FG_ALLOC_ALIGNMENT, size) != 0)
         return NULL;
     return p;

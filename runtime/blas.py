@@ -1,9 +1,10 @@
 """OpenBLAS for matrix–matrix products, from the `scipy-openblas32` wheel.
 
 The library is loaded once (cffi ABI mode) and the addresses of its row-major
-CBLAS entry points are handed to the JIT, so a kernel calls `cblas_dgemm`
-directly. Its symbols carry the wheel's prefix: `scipy_cblas_dgemm`. Dims are
-32-bit ints in this build; the kernels check that they fit.
+CBLAS entry points are handed to the JIT; a kernel passes them to the C runtime's
+product functions, which call them. Its symbols carry the wheel's prefix:
+`scipy_cblas_dgemm`. Dims are 32-bit ints in this build; the kernels check that
+they fit.
 
 OpenBLAS is set to one thread: fusegrad runs the products on its own pool, one
 single-threaded BLAS call per piece of a product (csrc/fusegrad_products.c), so
@@ -47,8 +48,6 @@ _ffi.cdef(
 _lock = threading.Lock()
 _library = None
 _missing = None
-
-
 
 
 def _load():
