@@ -90,21 +90,21 @@ class Kernel:
         self.jit = jit_compile(
             self._llvm_ir_unoptimized, self.program.name, on_object=objects.append
         )
-        if key is not None and len(objects) == 1:
+        if key is not None:
             signature = _signature(self.program)
             cache.store(
                 key,
-                pickle.dumps((signature, objects[0]), protocol=pickle.HIGHEST_PROTOCOL),
+                pickle.dumps((signature, objects), protocol=pickle.HIGHEST_PROTOCOL),
             )
 
     def _load(self, payload: bytes | None) -> bool:
-        """Rebuild from a cache entry: the object code, and the program's signature (the
+        """Rebuild from a cache entry: the object files, and the program's signature (the
         loop program itself is rebuilt only if asked for)."""
         if payload is None:
             return False
         try:
-            signature, object_code = pickle.loads(payload)
-            self.jit = jit_load(object_code, signature.name)
+            signature, objects = pickle.loads(payload)
+            self.jit = jit_load(objects, signature.name)
         except Exception:  # noqa: BLE001 - an entry that does not load is compiled again
             cache.stats["bad_entries"] += 1
             return False
