@@ -78,6 +78,21 @@ def host_cpu() -> tuple[str, str]:
     return llvm.get_host_cpu_name(), llvm.get_host_cpu_features().flatten()
 
 
+def vector_bytes(cpu: str, features: str) -> int:
+    """The widest vector register of a CPU for LLVM (bytes): 64 with AVX-512, 32 with
+    AVX2, 16 otherwise (SSE2 on every x86-64; also the default elsewhere)."""
+    flags = set(features.split(","))
+    if "+avx512f" in flags or cpu == "x86-64-v4":
+        return 64
+    if "+avx2" in flags or cpu == "x86-64-v3":
+        return 32
+    return 16
+
+
+def host_vector_bytes() -> int:
+    return vector_bytes(*host_cpu())
+
+
 def _host_target_machine(opt_level: int):
     target = llvm.Target.from_default_triple()
     cpu, features = host_cpu()

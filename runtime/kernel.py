@@ -34,7 +34,7 @@ from ..compiler.llvm.render import render_program
 from ..compiler.trace import OutputTree
 from . import blas, cache
 from .binder import make_caller, native_binder
-from .jit import _LOCK, OPT_LEVEL, jit_compile, jit_load
+from .jit import _LOCK, OPT_LEVEL, host_vector_bytes, jit_compile, jit_load
 
 _ffi = cffi.FFI()
 _C_TYPES = {"float64": "double *", "float32": "float *", "bool": "uint8_t *"}
@@ -84,7 +84,7 @@ class Kernel:
         """Run the pipeline and LLVM; store the object code and the program's signature."""
         self.program = pipeline.to_loop_ir(self.function, blas=self.use_blas)
         self._llvm_ir_unoptimized = append_packed_entry(
-            render_program(self.program), self.program
+            render_program(self.program, vector_bytes=host_vector_bytes()), self.program
         )
         objects = []
         self.jit = jit_compile(
@@ -117,7 +117,7 @@ class Kernel:
         if self._llvm_ir_unoptimized is None:
             program = self.program.full()
             self._llvm_ir_unoptimized = append_packed_entry(
-                render_program(program), program
+                render_program(program, vector_bytes=host_vector_bytes()), program
             )
         return self._llvm_ir_unoptimized
 

@@ -49,6 +49,7 @@ from llvmlite import ir
 
 from .. import loopir, symbolic
 from ..errors import CompileError
+from . import row_dots
 from .scalar import (
     ACC_IDENTITY,
     ACC_UPDATE,
@@ -84,12 +85,16 @@ VOID = ir.VoidType()
 NOT_INTERLEAVED = [("llvm.loop.interleave.count", ir.Constant(I32, 1))]
 
 
-def render_program(program: loopir.Program, target_triple: str | None = None) -> str:
-    """LLVM IR text of a module defining `program.name` (see the module doc)."""
+def render_program(
+    program: loopir.Program, target_triple: str | None = None, vector_bytes: int = 32
+) -> str:
+    """LLVM IR text of a module defining `program.name` (see the module doc).
+    `vector_bytes`: the target's vector register width (64 with AVX-512, 32 with AVX2),
+    which sets how many rows a block of row dot products computes at once (row_dots.py)."""
     module = ir.Module(name=program.name)
     if target_triple is not None:
         module.triple = target_triple
-    _Renderer(module, program).render()
+    _Renderer(module, program, vector_bytes).render()
     return str(module)
 
 
@@ -135,9 +140,10 @@ class _IndexScopes:
 
 
 class _Renderer:
-    def __init__(self, module: ir.Module, program: loopir.Program):
+    def __init__(self, module: ir.Module, program: loopir.Program, vector_bytes: int = 32):
         self.program = program
         self.module = module
+        self.vector_bytes = vector_bytes
         buffers = list(program.inputs) + list(program.outputs)
         ftype = ir.FunctionType(I32, [I64] * len(program.dims) + [PTR] * len(buffers))
         self.function = ir.Function(module, ftype, name=program.name)
@@ -261,7 +267,16 @@ class _Renderer:
         if stmt.kind == "parallel" and not self.in_parallel:
             self.parallel_loop(stmt)
         else:
-            self._counted_loop(stmt.var, _i64(0), self.index(stmt.extent), stmt.body)
+            self._rows(stmt, _i64(0), self.index(stmt.extent))
+
+    def _rows(self, stmt: loopir.Loop, start: ir.Value, stop: ir.Value):
+        """Iterations [start, stop) of a loop; dot products of matrix rows with a vector
+        are computed a vector register of rows at a time (row_dots.py)."""
+        dots = row_dots.match(stmt)
+        if dots is None:
+            self._counted_loop(stmt.var, start, stop, stmt.body)
+        else:
+            row_dots.render(self, dots, self.vector_bytes, start, stop)
 
     def _counted_loop(self, var_name: str, start: ir.Value, stop: ir.Value, stmts):
         """for var in range(start, stop): stmts."""
@@ -384,7 +399,7 @@ class _Renderer:
                     self.pointers[key] = arg
             for acc in private:
                 self._declare_accumulator(acc)
-            self._counted_loop(stmt.var, begin, end, stmt.body)
+            self._rows(stmt, begin, end)
             self.builder.ret_void()
             self.allocas.branch(self.start)
         finally:

@@ -98,10 +98,10 @@ def compile_kernel(entry: Entry, library: str, target: Target, blas: bool) -> Co
         raise BuildError(
             f"{entry.c_name}: the kernel's dims {program.dims} are not its parameters'"
         )
-    llvm_ir = render_program(program)
+    llvm_ir = render_program(program, vector_bytes=jit.vector_bytes(target.cpu, target.features))
     uses_blas = BLAS_PREFIX in llvm_ir
     symbol = kernel_symbol(library, entry)
-    with jit._LOCK:
+    with jit._LOCK, jit._no_vector_epilogue():
         machine = target.machine()
         module = jit._optimized_module(llvm_ir, machine, jit.OPT_LEVEL)
         function = module.get_function(program.name)
