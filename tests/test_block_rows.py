@@ -113,7 +113,7 @@ def test_rows_are_blocked_only_when_each_iteration_keeps_to_its_own_row():
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-@pytest.mark.parametrize("rows", [1, 63, BLOCK, 65, 200, 4097])
+@pytest.mark.parametrize("rows", [1, BLOCK - 1, BLOCK, BLOCK + 1, 200, 4097])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_blocked_logistic_gradient_matches_the_reference(rows, threads, dtype):
     rng = np.random.default_rng(rows)
