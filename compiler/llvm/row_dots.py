@@ -154,40 +154,52 @@ class _Emitter:
         count = b.sub(stop, start)
         count = b.select(b.icmp_signed("<", count, self._i64(0)), self._i64(0), count)
         groups_end = b.add(start, b.sub(count, b.srem(count, self._i64(width))))
-        with _counted(b, "dots.group", start, groups_end, width) as first:
-            rows = [b.add(first, self._i64(i)) for i in range(width)]
-            sums = self._lane_sums(rows)  # row by row, so that memory is read in order
+        partials = self.renderer._entry_alloca(ir.ArrayType(self.vector_type, width),
+                                               "dots.partials")
+        with self._loop("dots.group", start, groups_end, width) as first:
+            with self._loop("dots.lane", self._i64(0), self._i64(width), 1) as i:
+                self._store_vector(partials, i, self._lane_sum(b.add(first, i)))
+            sums = [self._load_vector(partials, self._i64(i)) for i in range(width)]
             self._store(first, _transpose_reduce(b, sums, width), self.vector_type)
-        with _counted(b, "dots.row", groups_end, stop, 1) as row:
-            (lane_sum,) = self._lane_sums([row])
-            self._store(row, _tree_sum(b, lane_sum, width), self.scalar_type)
+        with self._loop("dots.row", groups_end, stop, 1) as row:
+            self._store(row, _tree_sum(b, self._lane_sum(row), width), self.scalar_type)
 
-    def _lane_sums(self, rows: list) -> list:
-        """Per row, the vector Σ_chunks A[row, chunk] ⊙ w[chunk] (+ the masked tail)."""
-        b, zero = self.b, ir.Constant(self.vector_type, None)
-        starts = [b.gep(self.matrix, [b.mul(row, self.stride)], inbounds=True,
-                        source_etype=self.scalar_type) for row in rows]
-        sums = []
-        for row_start in starts:
-            with _counted(b, "dots.chunk", self._i64(0), self.full_columns, self.width,
-                          carried=[zero]) as (chunk, carried):
-                w = self._load(self.vector, chunk)
-                carried.next = [_fma(self.renderer, self._load(row_start, chunk), w,
-                                     carried.value[0])]
-            sums.append(carried.result[0])
+    def _loop(self, name, start, stop, step, carried=None):
+        """A loop of explicit vector code, which LLVM's loop vectorizer leaves alone
+        (nothing to gain, and each loop it analyzes costs compile time)."""
+        def loop_id():
+            return self.renderer._loop_id([("llvm.loop.vectorize.enable", ir.Constant(I1, 0))])
+
+        return _counted(self.b, name, start, stop, step, carried, loop_id)
+
+    def _lane_sum(self, row):
+        """The vector Σ_chunks A[row, chunk] ⊙ w[chunk] (+ the masked tail) of one row."""
+        b = self.b
+        row_start = b.gep(self.matrix, [b.mul(row, self.stride)], inbounds=True,
+                          source_etype=self.scalar_type)
+        with self._loop("dots.chunk", self._i64(0), self.full_columns, self.width,
+                        carried=[ir.Constant(self.vector_type, None)]) as (chunk, carried):
+            w = self._load(self.vector, chunk)
+            carried.next = [_fma(self.renderer, self._load(row_start, chunk), w,
+                                 carried.value[0])]
+        total = carried.result[0]
         before = b.block
         with b.if_then(self.has_tail):
-            w = self._masked_load(self.vector)
-            tailed = [_fma(self.renderer, self._masked_load(row_start), w, total)
-                      for row_start, total in zip(starts, sums)]
+            with_tail = _fma(self.renderer, self._masked_load(row_start),
+                             self._masked_load(self.vector), total)
             after_tail = b.block
-        merged = []
-        for total, with_tail in zip(sums, tailed):
-            phi = b.phi(self.vector_type)
-            phi.add_incoming(with_tail, after_tail)
-            phi.add_incoming(total, before)
-            merged.append(phi)
+        merged = b.phi(self.vector_type)
+        merged.add_incoming(with_tail, after_tail)
+        merged.add_incoming(total, before)
         return merged
+
+    def _store_vector(self, array, index, value):
+        pointer = self.b.gep(array, [self._i64(0), index], inbounds=True)
+        self.b.store(value, pointer, align=self.align)
+
+    def _load_vector(self, array, index):
+        pointer = self.b.gep(array, [self._i64(0), index], inbounds=True)
+        return self.b.load(pointer, align=self.align)
 
     def _load(self, base, offset):
         b = self.b
@@ -287,9 +299,10 @@ class _counted:
     """for var in range(start, stop, step) as a context manager over the body's builder
     position; with `carried`, loop-carried values (phis) are given and returned."""
 
-    def __init__(self, b, name, start, stop, step, carried=None):
+    def __init__(self, b, name, start, stop, step, carried=None, loop_id=None):
         self.b, self.name, self.start, self.stop, self.step = b, name, start, stop, step
         self.carried = carried
+        self.loop_id = loop_id  # a function giving the back edge's llvm.loop metadata
 
     def __enter__(self):
         b = self.b
@@ -325,6 +338,8 @@ class _counted:
             for phi, value in zip(self.state.value, self.state.next):
                 phi.add_incoming(value, latch)
             self.state.result = self.state.value  # the header's phis, seen from the exit
-        b.branch(self.header)
+        back_edge = b.branch(self.header)
+        if self.loop_id is not None:
+            back_edge.set_metadata("llvm.loop", self.loop_id())
         b.position_at_end(self.exit)
         return False
