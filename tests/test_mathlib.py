@@ -260,6 +260,21 @@ def test_sin_cos_of_arguments_close_to_multiples_of_pi_over_2():
                       [multiples])
 
 
+@pytest.mark.skipif(not EXTENDED_LONG_DOUBLE, reason="needs an 80-bit long double reference")
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_tanh_across_reduction_boundaries_and_tiny_arguments(dtype):
+    # tanh|x| = 1 − 2/(e^(2|x|) + 1): k = round(2|x|/ln2) changes at |x| = (j + ½)·ln2/2,
+    # where the tail's error peaks; tiny x must come back as x (1 − q cancels exactly)
+    rng = np.random.default_rng(3)
+    edges = (np.arange(60) + 0.5) * np.log(2) / 2
+    x = np.concatenate([
+        (edges[:, None] + rng.uniform(-0.02, 0.02, (60, 2000))).ravel(),
+        np.exp(rng.uniform(np.log(1e-320), np.log(0.2), 50_000)),
+    ])
+    x = np.concatenate([x, -x]).astype(dtype)
+    assert_within(apply("tanh", dtype, x), reference("tanh", dtype, x, exact=True), 1, [x])
+
+
 SPECIAL_VALUES = [
     # (op, x, expected): the edges named in the issue, for both dtypes where they exist
     ("exp", 709.78, 1.7928227943945155e308), ("exp", 709.8, np.inf), ("exp", -745.2, 0.0),
