@@ -273,6 +273,10 @@ def test_tanh_across_reduction_boundaries_and_tiny_arguments(dtype):
     ])
     x = np.concatenate([x, -x]).astype(dtype)
     assert_within(apply("tanh", dtype, x), reference("tanh", dtype, x, exact=True), 1, [x])
+    # below 2^-27 the correctly rounded tanh x is x itself (|x|³/3 < ½ ulp)
+    tiny = np.exp(rng.uniform(np.log(1e-320), np.log(2.0**-27), 200_000)).astype(dtype)
+    tiny = np.concatenate([tiny, -tiny, 2.0 ** -np.arange(27, 70)]).astype(dtype)
+    assert_within(apply("tanh", dtype, tiny), tiny, 0, [tiny])
 
 
 SPECIAL_VALUES = [
