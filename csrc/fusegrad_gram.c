@@ -36,9 +36,19 @@
 #include <immintrin.h>
 
 /* explicit FMAs: ISO C mode (-std=c99) contracts no a·b + c by itself */
+/* One cache line of [*next, end) per row of the tile, towards L2 (see fg_gram_tiles_f64). */
+#define PREFETCH_LINE(next, end)                                                       \
+    do {                                                                               \
+        if ((next) < (end)) {                                                          \
+            _mm_prefetch((next), _MM_HINT_T1);                                         \
+            (next) += 64;                                                              \
+        }                                                                              \
+    } while (0)
+
 __attribute__((target("avx512f"))) static void tile_16x8(int64_t k, const double *a,
                                                          const double *b, int64_t ld,
-                                                         double *u, int64_t ldu)
+                                                         double *u, int64_t ldu,
+                                                         const char *next, const char *end)
 {
     __m512d acc0[8], acc1[8];
 #pragma GCC unroll 8
@@ -47,6 +57,7 @@ __attribute__((target("avx512f"))) static void tile_16x8(int64_t k, const double
         acc1[jj] = _mm512_setzero_pd();
     }
     for (int64_t r = 0; r < k; r++, a += ld, b += ld) {
+        PREFETCH_LINE(next, end);
         __m512d a0 = _mm512_loadu_pd(a), a1 = _mm512_loadu_pd(a + 8);
 #pragma GCC unroll 8
         for (int jj = 0; jj < 8; jj++) {
@@ -67,13 +78,15 @@ __attribute__((target("avx512f"))) static void tile_16x8(int64_t k, const double
  * (columns i0 .. i0+7 of rows j0 = i0+8 .. i0+15) lies wholly below the diagonal */
 __attribute__((target("avx512f"))) static void tile_8x8(int64_t k, const double *a,
                                                         const double *b, int64_t ld,
-                                                        double *u, int64_t ldu)
+                                                        double *u, int64_t ldu,
+                                                        const char *next, const char *end)
 {
     __m512d acc[8];
 #pragma GCC unroll 8
     for (int jj = 0; jj < 8; jj++)
         acc[jj] = _mm512_setzero_pd();
     for (int64_t r = 0; r < k; r++, a += ld, b += ld) {
+        PREFETCH_LINE(next, end);
         __m512d a0 = _mm512_loadu_pd(a);
 #pragma GCC unroll 8
         for (int jj = 0; jj < 8; jj++)
@@ -88,17 +101,29 @@ __attribute__((target("avx512f"))) static void tile_8x8(int64_t k, const double 
 
 __attribute__((target("avx512f"))) void fg_gram_tiles_f64(int64_t n, int64_t k,
                                                           const double *a, const double *b,
-                                                          int64_t ld, double *u)
+                                                          int64_t ld, double *u,
+                                                          const void *next, int64_t next_bytes)
 {
     /* the upper triangle of U (n x n, leading dimension n; n a multiple of 16):
      * row block j0 of 8, column block i0 of 16, every tile with j0 < i0 + 16; the
      * last of each column block (j0 = i0 + 8) computes its right half only (at
-     * n = 64, 18 tiles' work instead of 20) */
+     * n = 64, 18 tiles' work instead of 20).
+     * [next, next + next_bytes): what the caller packs next (the next block of rows
+     * of its matrix), prefetched into L2 a line per row of each tile while the tiles
+     * compute, so that the packing reads cache instead of memory. */
+    int64_t tiles = 0;
+    for (int64_t i0 = 0; i0 < n; i0 += 16)
+        tiles += (i0 + 16) / 8;
+    int64_t share = next ? (next_bytes / tiles + 63) / 64 * 64 : 0; /* per tile, in lines */
+    const char *from = (const char *)next, *end = from + (next ? next_bytes : 0);
     for (int64_t i0 = 0; i0 < n; i0 += 16) {
-        for (int64_t j0 = 0; j0 < i0 + 8; j0 += 8)
-            tile_16x8(k, a + i0, b + j0, ld, u + j0 * n + i0, n);
+        for (int64_t j0 = 0; j0 < i0 + 8; j0 += 8, from += share)
+            tile_16x8(k, a + i0, b + j0, ld, u + j0 * n + i0, n, from,
+                      from + share < end ? from + share : end);
         int64_t j0 = i0 + 8;
-        tile_8x8(k, a + i0 + 8, b + j0, ld, u + j0 * n + i0 + 8, n);
+        tile_8x8(k, a + i0 + 8, b + j0, ld, u + j0 * n + i0 + 8, n, from,
+                 from + share < end ? from + share : end);
+        from += share;
     }
 }
 
@@ -136,9 +161,9 @@ int fg_gram_kernel_available(void)
 }
 #else
 void fg_gram_tiles_f64(int64_t n, int64_t k, const double *a, const double *b, int64_t ld,
-                       double *u)
+                       double *u, const void *next, int64_t next_bytes)
 {
-    (void)n, (void)k, (void)a, (void)b, (void)ld, (void)u;
+    (void)n, (void)k, (void)a, (void)b, (void)ld, (void)u, (void)next, (void)next_bytes;
 }
 
 void fg_gram_pack_f64(double *block, const double *a, int64_t rows, int64_t n, int64_t ld,

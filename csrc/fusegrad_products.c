@@ -205,7 +205,11 @@ static int gram_part(const product *p, int64_t lo, int64_t hi, char *out)
             fg_gram_pack_f64(block_a, a + r0 * n, rows, n, ld, scale ? scale + r0 : NULL);
             if (!same)
                 fg_gram_pack_f64(block_b, b + r0 * n, rows, n, ld, NULL);
-            fg_gram_tiles_f64(ld, rows, block_a, block_b, ld, u);
+            /* the rows the next pack reads (same: one matrix), prefetched by the tiles */
+            int64_t next_rows = hi - (r0 + rows) < GRAM_ROWS ? hi - (r0 + rows) : GRAM_ROWS;
+            fg_gram_tiles_f64(ld, rows, block_a, block_b, ld, u,
+                              same && next_rows > 0 ? (const void *)(a + (r0 + rows) * n) : NULL,
+                              next_rows * n * (int64_t)sizeof(double));
         }
         for (int64_t i = 0; i < n; i++) /* U holds the upper triangle: C[i][j] = U[j][i] */
             for (int64_t j = 0; j <= i; j++)

@@ -123,7 +123,7 @@ int fg_gram_kernel_available(void);
 void fg_gram_pack_f64(double *block, const double *a, int64_t rows, int64_t n, int64_t ld,
                       const double *scale);
 void fg_gram_tiles_f64(int64_t n, int64_t k, const double *a, const double *b, int64_t ld,
-                       double *u);
+                       double *u, const void *next, int64_t next_bytes);
 
 #ifdef __cplusplus
 }
