@@ -26,11 +26,10 @@ import threading
 
 import cffi
 
-from ..compiler import loopir, pipeline
+from ..compiler import loopir
 from ..compiler.errors import FusegradError, ShapeError
 from ..compiler.ir import Function
 from ..compiler.llvm.packed_entry import append_packed_entry, packed_name
-from ..compiler.llvm.render import render_program
 from ..compiler.trace import OutputTree
 from . import blas, cache
 from .binder import make_caller, native_binder
@@ -82,9 +81,9 @@ class Kernel:
 
     def _compile(self, key: str | None):
         """Run the pipeline and LLVM; store the object code and the program's signature."""
-        self.program = pipeline.to_loop_ir(self.function, blas=self.use_blas)
+        self.program = _pipeline().to_loop_ir(self.function, blas=self.use_blas)
         self._llvm_ir_unoptimized = append_packed_entry(
-            render_program(self.program, vector_bytes=host_vector_bytes()), self.program
+            _render_program(self.program), self.program
         )
         objects = []
         self.jit = jit_compile(
@@ -117,7 +116,7 @@ class Kernel:
         if self._llvm_ir_unoptimized is None:
             program = self.program.full()
             self._llvm_ir_unoptimized = append_packed_entry(
-                render_program(program, vector_bytes=host_vector_bytes()), program
+                _render_program(program), program
             )
         return self._llvm_ir_unoptimized
 
@@ -149,6 +148,20 @@ class Kernel:
         )
 
 
+# The compiler's passes and renderer are imported on first use: a kernel loaded from the
+# on-disk cache needs neither (importing them was ~4 ms of a warm first call).
+def _pipeline():
+    from ..compiler import pipeline
+
+    return pipeline
+
+
+def _render_program(program: loopir.Program) -> str:
+    from ..compiler.llvm.render import render_program
+
+    return render_program(program, vector_bytes=host_vector_bytes())
+
+
 def _signature(program: loopir.Program) -> loopir.Program:
     """What the callers of a kernel read of its program: name, dims, inputs, outputs."""
     return loopir.Program(
@@ -171,7 +184,7 @@ class _CachedProgram:
 
     def full(self) -> loopir.Program:
         if self._program is None:
-            self._program = pipeline.to_loop_ir(self._function, blas=self._use_blas)
+            self._program = _pipeline().to_loop_ir(self._function, blas=self._use_blas)
         return self._program
 
     def __getattr__(self, name):
