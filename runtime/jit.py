@@ -5,8 +5,10 @@
 
 Every engine gets a target machine of its own (the engine owns and frees it) for
 the host CPU. The runtime functions generated code calls (`fg_alloc`, `fg_free`)
-are registered once from the C runtime extension. llvmlite is not thread-safe
-while compiling, so one lock serializes all compilation.
+are registered once from the C runtime extension. One lock (`_LOCK`) serializes the
+compilations of a process; inside one, the parts of the module (runtime/module_parts.py)
+compile on several threads, each in an LLVM context of its own (`_object_codes`), and
+one engine links their object files.
 
 Compile time is most of a first call, so the pipeline is chosen by measurement
 (generated kernels of the benchmark workloads, run time within 1 % except where said):
