@@ -344,7 +344,7 @@ def render(
     lines += targets_table(results) + [""]
     lines += process_first_calls_table(results)
     analysis = Path(__file__).resolve().parent / "ANALYSIS.md"
-    if analysis.exists() and not quick:  # the profile behind each missed target
+    if analysis.exists() and not quick:  # what bounds each target, and what was tried
         lines += [analysis.read_text().rstrip(), ""]
     for result in results:
         lines += workload_section(result)
