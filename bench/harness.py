@@ -170,12 +170,15 @@ def warm_up_process() -> float | str:
     return time.perf_counter() - start
 
 
-def create_implementations(workload: wl.Workload, settings: Settings) -> list:
+def create_implementations(workload: wl.Workload, settings: Settings):
     """Fresh implementations of the workload, NumPy's first; optional frameworks that are
-    not installed or not chosen are left out."""
+    not installed or not chosen are left out. A generator: each is created when the
+    caller asks for it, so that one's set-up does not run during another's first call
+    (creating a torch.compile implementation starts Inductor's compile workers, which
+    took the other core for seconds: fusegrad's W1 first call measured 358–386 ms with
+    them starting, 96–117 ms without)."""
     fusegrad_kernels._kernels.clear()  # first call = trace + compile, not a cache hit
     optional = impl.available_frameworks()
-    impls = []
     for framework, factory in workload.implementations.items():
         if framework in optional and framework not in settings.frameworks:
             continue
@@ -184,8 +187,7 @@ def create_implementations(workload: wl.Workload, settings: Settings) -> list:
             continue
         if implementation.eager is not None and not settings.torch_compile:
             implementation = implementation.eager()
-        impls.append(implementation)
-    return impls
+        yield implementation
 
 
 def time_first_call(implementation: impl.Implementation, arrays) -> float:
@@ -203,9 +205,10 @@ def measure_first_calls(workload: wl.Workload, cases: list, settings: Settings):
     """
     case = min(cases, key=input_size)
     arrays = case_inputs(workload, case)
-    impls = create_implementations(workload, settings)
+    impls = []
     first_calls = {}
-    for index, implementation in enumerate(impls):
+    for index, implementation in enumerate(create_implementations(workload, settings)):
+        impls.append(implementation)
         time.sleep(settings.settle_s)
         try:
             first_calls[implementation.name] = time_first_call(implementation, arrays)
@@ -238,6 +241,7 @@ class ProcessFirstCalls:
             os.environ, PYTHONPYCACHEPREFIX=os.path.join(self._folder.name, "pyc")
         )
         self.env.pop("PYTHONDONTWRITEBYTECODE", None)
+        self.env["FUSEGRAD_BENCH_FUSEGRAD_ONLY"] = "1"  # no other framework imported there
         # Writes the bytecode of fusegrad, NumPy and the workloads before anything is timed.
         self.run({"FUSEGRAD_CACHE": "0"}, "W2", None)
 

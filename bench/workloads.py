@@ -23,16 +23,7 @@ from implementations import (
 
 import fusegrad as fg
 
-try:
-    import jax
-    import jax.numpy as jnp
-except ImportError:
-    jax = None
-
-try:
-    import torch
-except ImportError:
-    torch = None
+from implementations import jax, jnp, torch  # None where not installed (or not wanted)
 
 FIRST_CALL_TARGET_MS = 150.0  # trace + compile + one run, unless a workload says otherwise
 
