@@ -165,13 +165,6 @@ class MathBuilder:
         hi = self.add(a, b)
         return hi, self.sub(b, self.sub(hi, a))
 
-    def two_sum(self, a, b):
-        """hi + lo = a + b exactly, any order of magnitudes."""
-        hi = self.add(a, b)
-        b_virtual = self.sub(hi, a)
-        a_error = self.sub(a, self.sub(hi, b_virtual))
-        return hi, self.add(a_error, self.sub(b, b_virtual))
-
     def two_prod(self, a, b):
         """hi + lo = a·b exactly (no underflow)."""
         hi = self.mul(a, b)
@@ -291,22 +284,20 @@ def exp(m, x, precision):
     return _ldexp(m, m.add(1.0, m.add(r_hi, _exp_tail(m, r_hi, r_lo, precision))), k)
 
 
-def expm1_parts(m, x, precision, moderate=False):
+def expm1_parts(m, x, precision):
     """e^x − 1 = (hi + lo)·extra, extra ∈ {1, 2} (only for x > 709.09).
 
     With s = 2^k: e^x − 1 = (s − 1) + s·r_hi + s·tail, where s − 1 and s·r_hi are exact
     and their sum is formed exactly (|s − 1| ≥ |s·r_hi|): error < 0.8 ulp (measured
     0.795). x < −40 (clamped) gives −1 exactly, as e^x < 2^-54 there.
-    `moderate`: the caller guarantees −40 ≤ x ≤ 700 (tanh's 2|x| ≤ 40): no clamp, and
-    extra is 1.
     """
-    k, r_hi, r_lo = _exp_reduce(m, x, None, None if moderate else -40.0)
-    k_low = k if moderate else m.select(m.icmp(">", k, 1023), m.int(1023), k)
+    k, r_hi, r_lo = _exp_reduce(m, x, None, -40.0)
+    k_low = m.select(m.icmp(">", k, 1023), m.int(1023), k)
     s = m.pow2(k_low)
     tail = m.mul(s, _exp_tail(m, r_hi, r_lo, precision))
     hi, lo = m.fast_two_sum(m.sub(s, 1.0), m.mul(s, r_hi))
     hi, lo = m.fast_two_sum(hi, m.add(lo, tail))
-    return hi, lo, 1.0 if moderate else m.pow2(m.isub(k, k_low))
+    return hi, lo, m.pow2(m.isub(k, k_low))
 
 
 def expm1(m, x, precision):
