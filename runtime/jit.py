@@ -283,7 +283,7 @@ def jit_compile(llvm_ir: str, name: str, opt_level: int = OPT_LEVEL, on_object=N
 
     With more than one compile thread the module is cut into parts that compile at the
     same time (runtime/module_parts.py: the entry point, each parallel loop's body) and
-    the engine links their object files; W3's compile went from ~105 to ~65 ms on two
+    the engine links their object files; W3's compile went from ~120 to 74–95 ms on two
     cores. One thread compiles the module whole (the parts would cost ~10 % more)."""
     if not 0 <= opt_level <= 3:
         raise ValueError(f"opt_level must be 0..3, got {opt_level}")

@@ -20,11 +20,13 @@ Here L rows (L = the lanes of one vector register) are computed together:
 
 The transpose-reduce adds the L accumulators pairwise in log₂ L levels of shuffles,
 so that lane i of the result is the sum of acc_i: L − 1 vector adds and 2(L − 1)
-shuffles for L rows, against L(log₂ L) of each, one row at a time. The w chunk is
-loaded once for L rows. Rows left over (R mod L) run as the loop was written.
+shuffles for L rows, against L(log₂ L) of each, one row at a time. Each row is read
+in order (its chunks, then the next row's). Rows left over (fewer than L) are summed
+one at a time, in the same order: their vector of partial sums, then a tree of
+adjacent lanes, which is the tree the transpose-reduce builds for each lane.
 
-Results stay deterministic: a row's sum order depends on C and on whether the row is in
-a full group of L, that is on the shapes only.
+Results stay deterministic: a row's sum order depends on C only, not on where a
+thread's share of the rows begins, so any thread count gives the same bits.
 """
 
 from __future__ import annotations
@@ -129,6 +131,7 @@ class _Emitter:
         self.width = lanes(dtype, vector_bytes)
         self.scalar_type = STORAGE_TYPES[dtype]
         self.vector_type = ir.VectorType(self.scalar_type, self.width)
+        self.vector_suffix = f"v{self.width}{'f64' if dtype == 'float64' else 'f32'}"
         self.align = ELEMENT_SIZES[dtype]
         columns = renderer.index(symbolic.dim_max(dots.columns, 0))
         self.matrix = renderer._element_pointer(dots.matrix, dots.matrix_start)
@@ -180,13 +183,12 @@ class _Emitter:
         with self._loop("dots.chunk", self._i64(0), self.full_columns, self.width,
                         carried=[ir.Constant(self.vector_type, None)]) as (chunk, carried):
             w = self._load(self.vector, chunk)
-            carried.next = [_fma(self.renderer, self._load(row_start, chunk), w,
-                                 carried.value[0])]
+            carried.next = [self._fma(self._load(row_start, chunk), w, carried.value[0])]
         total = carried.result[0]
         before = b.block
         with b.if_then(self.has_tail):
-            with_tail = _fma(self.renderer, self._masked_load(row_start),
-                             self._masked_load(self.vector), total)
+            with_tail = self._fma(self._masked_load(row_start), self._masked_load(self.vector),
+                                  total)
             after_tail = b.block
         merged = b.phi(self.vector_type)
         merged.add_incoming(with_tail, after_tail)
@@ -207,11 +209,26 @@ class _Emitter:
         return b.load(b.bitcast(pointer, self.vector_type.as_pointer()), typ=self.vector_type,
                       align=self.align)
 
+    def _fma(self, x, y, acc):
+        """llvm.fmuladd(x, y, acc): one fused multiply-add where the target has it, else a
+        product and a sum; the same in every row's code, whatever path the row takes."""
+        vector_type = self.vector_type
+        function = _declared(self.renderer.module, f"llvm.fmuladd.{self.vector_suffix}",
+                             ir.FunctionType(vector_type, [vector_type] * 3))
+        return self.b.call(function, [x, y, acc])
+
     def _masked_load(self, base):
         """base[full_columns + lane] for the tail's lanes, zero in the others (which are
-        not read)."""
-        return _masked_load(self.renderer, self.b, base, self.full_columns, self.tail_mask,
-                            self.vector_type)
+        not read). The intrinsic's 4-operand form (alignment as an operand) is the one
+        every LLVM since 15 reads; newer ones upgrade it."""
+        b, vector_type = self.b, self.vector_type
+        pointer = b.gep(base, [self.full_columns], inbounds=True, source_etype=self.scalar_type)
+        ftype = ir.FunctionType(vector_type, [pointer.type, I32,
+                                              ir.VectorType(I1, self.width), vector_type])
+        function = _declared(self.renderer.module, f"llvm.masked.load.{self.vector_suffix}.p0",
+                             ftype)
+        return b.call(function, [pointer, ir.Constant(I32, self.align), self.tail_mask,
+                                 ir.Constant(vector_type, None)])
 
     def _store(self, row, value, typ):
         b = self.b
@@ -223,32 +240,10 @@ def _lane_numbers(width: int) -> ir.Constant:
     return ir.Constant(ir.VectorType(I64, width), list(range(width)))
 
 
-def _fma(renderer, x, y, acc):
-    """llvm.fmuladd(x, y, acc): one fused multiply-add where the target has it, else a
-    product and a sum; the same in every row's code, whatever path the row takes."""
-    vector_type = x.type
-    suffix = "f64" if isinstance(vector_type.element, ir.DoubleType) else "f32"
-    name = f"llvm.fmuladd.v{vector_type.count}{suffix}"
-    function = renderer.module.globals.get(name)
-    if function is None:
-        function = ir.Function(renderer.module, ir.FunctionType(vector_type, [vector_type] * 3),
-                               name)
-    return renderer.builder.call(function, [x, y, acc])
-
-
-def _masked_load(renderer, b, base, offset, mask, vector_type):
-    """Lanes of base[offset:] where `mask`, zero elsewhere (nothing else is read)."""
-    pointer = b.gep(base, [offset], inbounds=True, source_etype=vector_type.element)
-    suffix = "f64" if isinstance(vector_type.element, ir.DoubleType) else "f32"
-    name = f"llvm.masked.load.v{vector_type.count}{suffix}.p0"
-    function = renderer.module.globals.get(name)
-    if function is None:
-        ftype = ir.FunctionType(vector_type, [pointer.type, I32,
-                                              ir.VectorType(I1, vector_type.count),
-                                              vector_type])
-        function = ir.Function(renderer.module, ftype, name)
-    alignment = ir.Constant(I32, ELEMENT_SIZES["float64" if suffix == "f64" else "float32"])
-    return b.call(function, [pointer, alignment, mask, ir.Constant(vector_type, None)])
+def _declared(module: ir.Module, name: str, ftype: ir.FunctionType) -> ir.Function:
+    """The function `name` of the module, declared with `ftype` on first use."""
+    function = module.globals.get(name)
+    return function if function is not None else ir.Function(module, ftype, name)
 
 
 def _transpose_reduce(b, vectors: list, width: int):
