@@ -39,14 +39,13 @@ from __future__ import annotations
 import ctypes
 import functools
 import os
-import re
 import threading
 
 import llvmlite.binding as llvm
 from llvmlite.binding import ffi
 
 from ..compiler.errors import CompileError
-from .module_parts import split_module
+from .module_parts import DEFINITION, split_module
 
 OPT_LEVEL = 2  # the IR pass pipeline (O0..O3); code generation runs at the same level
 
@@ -54,7 +53,6 @@ _LOCK = threading.RLock()  # guards LLVM initialization and every compilation
 _initialized = False
 # libllvmlite's functions without llvmlite's one lock around each call (see _object_codes)
 _UNLOCKED = getattr(ffi.lib, "_lib", ffi.lib)
-_INTERNAL_DEFINITION = re.compile(r'^define internal [^@]*@("[^"]+"|[\w.$-]+)\(', re.MULTILINE)
 
 
 def _initialize():
@@ -121,8 +119,8 @@ def _parse(llvm_ir: str, tm, context=None):
 def _called_once(llvm_ir: str) -> list[str]:
     """Internal functions with one call site in the text (the definition and one call)."""
     names = []
-    for quoted in _INTERNAL_DEFINITION.findall(llvm_ir):
-        if llvm_ir.count(f"@{quoted}(") == 2:
+    for internal, quoted in DEFINITION.findall(llvm_ir):
+        if internal and llvm_ir.count(f"@{quoted}(") == 2:
             names.append(quoted.strip('"'))
     return names
 

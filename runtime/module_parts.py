@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import re
 
-_DEFINE = re.compile(r'^define (internal )?[^@]*@("[^"]+"|[\w.$-]+)\(', re.MULTILINE)
+#: A definition's first line: ("internal " or None, the function's name as written).
+DEFINITION = re.compile(r'^define (internal )?[^@]*@("[^"]+"|[\w.$-]+)\(', re.MULTILINE)
 _REFERENCE = re.compile(r'@("[^"]+"|[\w.$-]+)')
 
 
@@ -67,7 +68,7 @@ def _definitions(llvm_ir: str):
     top_level, definitions = [], {}
     i = 0
     while i < len(lines):
-        match = _DEFINE.match(lines[i])
+        match = DEFINITION.match(lines[i])
         if match is None:
             top_level.append(lines[i])
             i += 1
@@ -119,7 +120,7 @@ def _with_callees(group: list[str], calls: dict, internal: set, roots: set) -> l
 def _declaration(definition: str) -> str:
     """`declare TYPE @NAME(ARGS)` from a definition's first line (no attributes)."""
     line = definition.split("\n", 1)[0]
-    match = _DEFINE.match(line)
+    match = DEFINITION.match(line)
     depth = 0
     for position in range(match.end() - 1, len(line)):
         depth += {"(": 1, ")": -1}.get(line[position], 0)
