@@ -33,7 +33,7 @@ from ..compiler.llvm.packed_entry import append_packed_entry, packed_name
 from ..compiler.trace import OutputTree
 from . import blas, cache
 from .binder import make_caller, native_binder
-from .jit import _LOCK, OPT_LEVEL, host_vector_bytes, jit_compile, jit_load
+from .jit import OPT_LEVEL, host_vector_bytes, jit_compile, jit_load
 
 _ffi = cffi.FFI()
 _C_TYPES = {"float64": "double *", "float32": "float *", "bool": "uint8_t *"}
@@ -56,11 +56,7 @@ class Kernel:
             self.from_cache = self._load(cache.load(key))
         if not self.from_cache:
             self._compile(key)
-        with _LOCK:  # llvmlite is not thread-safe
-            packed_address = self.jit._engine.get_function_address(
-                packed_name(self.program)
-            )
-        self.binder = native_binder(self, packed_address)
+        self.binder = native_binder(self, self.jit.address_of(packed_name(self.program)))
 
     # The Python caller is built at its first use: most calls go through the C binder,
     # and cffi parses a new signature with pycparser (2–3 ms of a warm first call).
@@ -87,7 +83,10 @@ class Kernel:
         )
         objects = []
         self.jit = jit_compile(
-            self._llvm_ir_unoptimized, self.program.name, on_object=objects.append
+            self._llvm_ir_unoptimized,
+            self.program.name,
+            on_object=objects.append,
+            exports=(packed_name(self.program),),
         )
         if key is not None:
             signature = _signature(self.program)
@@ -103,7 +102,7 @@ class Kernel:
             return False
         try:
             signature, objects = pickle.loads(payload)
-            self.jit = jit_load(objects, signature.name)
+            self.jit = jit_load(objects, signature.name, exports=(packed_name(signature),))
         except Exception:  # noqa: BLE001 - an entry that does not load is compiled again
             cache.stats["bad_entries"] += 1
             return False

@@ -6,6 +6,7 @@ the entry point through cffi (ABI mode) with NumPy buffers.
 
 from __future__ import annotations
 
+import gc
 import re
 from concurrent.futures import ThreadPoolExecutor
 
@@ -355,6 +356,34 @@ def test_map_loops_are_not_interleaved_and_reductions_are():
 def test_invalid_ir_raises_compile_error():
     with pytest.raises(CompileError):
         jit_compile("define i32 @f( {", "f")
+
+
+IDENTITY_IR = "define i64 @f(i64 %x) {\n  ret i64 %x\n}\ndefine i64 @g(i64 %x) {\n  ret i64 %x\n}\n"
+
+
+def test_exported_functions_have_addresses_and_a_missing_one_is_a_compile_error():
+    kernel = jit_compile(IDENTITY_IR, "f", exports=("g",))
+    g = ffi.cast("int64_t(*)(int64_t)", kernel.address_of("g"))
+    assert g(41) == 41 and kernel.address != kernel.address_of("g")
+    with pytest.raises(CompileError, match="no_such_function"):
+        jit_compile(IDENTITY_IR, "no_such_function")
+
+
+def test_an_unresolved_external_function_is_a_compile_error_not_a_crash():
+    text = "declare i64 @fg_not_in_the_runtime(i64)\n" + IDENTITY_IR.replace(
+        "ret i64 %x\n}\ndefine i64 @g", "%y = call i64 @fg_not_in_the_runtime(i64 %x)\n"
+        "  ret i64 %y\n}\ndefine i64 @g", 1)
+    with pytest.raises(CompileError, match="linking the compiled object code failed"):
+        jit_compile(text, "f")
+
+
+def test_freed_kernels_unload_and_new_ones_still_link():
+    # Each kernel is a library of the process's one LLJIT instance, unloaded when freed.
+    for k in range(50):
+        kernel = jit_compile(IDENTITY_IR, "f")
+        assert ffi.cast("int64_t(*)(int64_t)", kernel.address)(k) == k
+        del kernel
+    gc.collect()
 
 
 def test_unknown_op_raises_compile_error():
