@@ -5,6 +5,14 @@ op's shape rule (`ops.tables.SHAPE`), run once when the node is built. Building
 a node that already exists returns the existing one, so common subexpressions
 are shared for free and every graph has a stable content hash.
 
+While a function is traced, its nodes are its own: the table is keyed by the trace's
+scope too (`shapes.DimUnifier.scope`). A shape rule merges dims or records run-time
+checks in the trace's unifier; a node found from another trace would skip its rule,
+and the trace would lose them (a second `fg.compile` of `X @ w` once compiled with no
+check that `X.shape[1] == w.shape[0]`). A trace ends by building its graph again, with
+canonical dims, into the process-wide scope 0 (`trace._substitute_dims`), where graphs
+are shared.
+
 dtypes are NumPy dtype names: "float32", "float64", "bool".
 """
 
@@ -17,7 +25,7 @@ import threading
 import weakref
 from dataclasses import dataclass, field
 
-from . import symbolic
+from . import shapes, symbolic
 from .errors import FusegradError
 
 FLOAT_DTYPES = ("float32", "float64")
@@ -112,7 +120,12 @@ def make(op: str, inputs=(), **attrs) -> Node:
     """Build (or find) the node `op(inputs; attrs)`, running its shape rule."""
     inputs = tuple(inputs)
     attr_items = tuple(sorted(attrs.items()))
-    key = (op, tuple(i.id for i in inputs), tuple((k, _attr_key(v)) for k, v in attr_items))
+    key = (
+        shapes.node_scope(),
+        op,
+        tuple(i.id for i in inputs),
+        tuple((k, _attr_key(v)) for k, v in attr_items),
+    )
     with _lock:
         node = _nodes.get(key)
     if node is not None:

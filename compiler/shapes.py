@@ -11,7 +11,9 @@ merged with a different name: that is a trace-time `ShapeError`.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,6 +25,7 @@ from .symbolic import Dim, DimLike, format_dim
 _active: contextvars.ContextVar["DimUnifier | None"] = contextvars.ContextVar(
     "fusegrad_dim_unifier", default=None
 )
+_scopes = itertools.count(1)  # node-table scopes of traces; 0 is the process-wide one
 
 
 @dataclass
@@ -42,6 +45,20 @@ class DimUnifier:
         # Canonical forms found since the mapping last grew: tracing asks for the same few
         # dims thousands of times, and each answer costs substitutions to a fixed point.
         self._canonical: dict[Dim, DimLike] = {}
+        # The nodes built under this unifier are its own (`ir.make` keys them by scope):
+        # a node found in another trace would skip its shape rule, and with it the dims
+        # that rule merges or checks in this one.
+        self.scope = next(_scopes)
+
+    @contextlib.contextmanager
+    def shared_nodes(self):
+        """Build into the process-wide node table (scope 0) meanwhile: for graphs whose
+        dims are all canonical, whose shape rules already ran under this unifier."""
+        scope, self.scope = self.scope, 0
+        try:
+            yield self
+        finally:
+            self.scope = scope
 
     def canonical(self, dim: DimLike) -> DimLike:
         if isinstance(dim, int) or not self.mapping:
@@ -90,6 +107,12 @@ class DimUnifier:
 
     def __exit__(self, *exc):
         _active.reset(self._token)
+
+
+def node_scope() -> int:
+    """The node-table scope of the active trace (`DimUnifier.scope`), 0 outside one."""
+    unifier = _active.get()
+    return unifier.scope if unifier is not None else 0
 
 
 def canonical(dim: DimLike) -> DimLike:

@@ -125,10 +125,9 @@ def _output_node(value, name, k) -> Node:
 
 
 def _substitute_dims(params, outputs, unifier):
-    """Rebuild the graph with every dim in canonical form (inside the unifier, so that
-    equalities that are run-time checks are accepted again)."""
-    if not unifier.mapping:
-        return params, outputs
+    """Rebuild the graph with every dim in canonical form, into the process-wide node
+    table (`ir.make`: until now the trace's nodes were its own), inside the unifier so
+    that equalities that are run-time checks are accepted again."""
     rebuilt: dict[int, Node] = {}
 
     def fix(value):
@@ -138,10 +137,11 @@ def _substitute_dims(params, outputs, unifier):
             return tuple(fix(v) for v in value)
         return value
 
-    for node in toposort(list(params) + list(outputs)):
-        inputs = [rebuilt[i.id] for i in node.inputs]
-        attrs = {k: fix(v) for k, v in node.attrs}
-        rebuilt[node.id] = make(node.op, inputs, **attrs)
+    with unifier.shared_nodes():
+        for node in toposort(list(params) + list(outputs)):
+            inputs = [rebuilt[i.id] for i in node.inputs]
+            attrs = {k: fix(v) for k, v in node.attrs}
+            rebuilt[node.id] = make(node.op, inputs, **attrs)
     return [rebuilt[p.id] for p in params], [rebuilt[o.id] for o in outputs]
 
 

@@ -19,7 +19,7 @@ def verify(function: Function) -> Function:
     # Shape rules rerun with the function's own dims: no two symbols may merge now,
     # and any equality they still need must be one of the run-time checks.
     unifier = shapes.DimUnifier(set(function.dim_symbols()))
-    with unifier:
+    with unifier, unifier.shared_nodes():
         _verify_nodes(function, params)
     known = {(c.kind, repr(c.left), repr(c.right)) for c in function.checks}
     for c in unifier.constraints:
