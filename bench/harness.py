@@ -310,7 +310,10 @@ def fresh_process_first_call(name: str, label: str | None):
     start = time.perf_counter()
     call()
     first_call_s = time.perf_counter() - start
-    result = {"setup_s": setup_s, "first_call_s": first_call_s, **spent, **cache.stats}
+    from fusegrad import derivative_cache
+
+    derivatives = {f"derivative_{k}": v for k, v in derivative_cache.stats.items()}
+    result = {"setup_s": setup_s, "first_call_s": first_call_s, **spent, **cache.stats, **derivatives}
     print(json.dumps(result))
 
 

@@ -143,6 +143,39 @@ def make(op: str, inputs=(), **attrs) -> Node:
     return node
 
 
+def to_records(outputs) -> tuple:
+    """The graph of `outputs` (nodes, or None) as plain data that `from_records` builds
+    again in another process: one record `(op, input positions, attrs, dtype, shape)` per
+    node, inputs first, then the position of each output."""
+    order = toposort([node for node in outputs if node is not None])
+    position = {node.id: k for k, node in enumerate(order)}
+    records = tuple(
+        (node.op, tuple(position[i.id] for i in node.inputs), node.attrs, node.dtype, node.shape)
+        for node in order
+    )
+    return records, tuple(None if node is None else position[node.id] for node in outputs)
+
+
+def from_records(data) -> list:
+    """The output nodes of `to_records`' data: each node found, or built with the dtype
+    and shape recorded, without its shape rule. Only for records of a graph built by
+    `make` with the same compiler and the same dims merged (the derivative cache's key
+    says so), where the rule gives what was recorded."""
+    records, outputs = data
+    scope = shapes.node_scope()
+    built: list[Node] = []
+    for op, inputs, attrs, dtype, shape in records:
+        nodes = tuple(built[k] for k in inputs)
+        key = (scope, op, tuple(i.id for i in nodes), tuple((k, _attr_key(v)) for k, v in attrs))
+        with _lock:
+            node = _nodes.get(key)
+            if node is None:
+                node = Node(op, nodes, attrs, dtype, shape)
+                _nodes[key] = node
+        built.append(node)
+    return [None if k is None else built[k] for k in outputs]
+
+
 def toposort(outputs) -> list[Node]:
     """Nodes reachable from `outputs`, inputs before users, in a deterministic order."""
     order: list[Node] = []

@@ -101,6 +101,16 @@ class DimUnifier:
         self.constraints.append(Constraint(a, b, where))
         return a
 
+    def state(self) -> str:
+        """What the unifier holds, as text that is the same in every process: the named
+        dims, each merge and each run-time check (graphs built under equal states are
+        equal; the derivative cache's keys include it)."""
+        return repr((
+            sorted(self.named),
+            sorted((symbol, format_dim(dim)) for symbol, dim in self.mapping.items()),
+            [(c.kind, format_dim(c.left), format_dim(c.right), c.where) for c in self.constraints],
+        ))
+
     def __enter__(self):
         self._token = _active.set(self)
         return self
@@ -113,6 +123,12 @@ def node_scope() -> int:
     """The node-table scope of the active trace (`DimUnifier.scope`), 0 outside one."""
     unifier = _active.get()
     return unifier.scope if unifier is not None else 0
+
+
+def unifier_state() -> str:
+    """The active unifier's `state()`, or "" outside a trace."""
+    unifier = _active.get()
+    return unifier.state() if unifier is not None else ""
 
 
 def canonical(dim: DimLike) -> DimLike:

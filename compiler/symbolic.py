@@ -37,6 +37,11 @@ class Atom:
     def __hash__(self):
         return self._hash
 
+    def __reduce__(self):
+        # Pickled as what it is, not with its hash: a str's hash differs between
+        # processes, so a hash unpickled from another one would not match this one's.
+        return (Atom, (self.kind, self.args))
+
     def __lt__(self, other):
         return self._key < other._key
 
@@ -80,6 +85,10 @@ class Dim:
 
     def __hash__(self):
         return self._hash
+
+    def __reduce__(self):
+        # The terms only, not the cached key and hash (see Atom.__reduce__).
+        return (Dim, (dict(self.terms),))
 
     def __eq__(self, other):
         if isinstance(other, int):

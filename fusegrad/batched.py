@@ -23,6 +23,7 @@ from .compiler.ir import Node, make
 from .compiler.simplify import simplify_nodes
 from .compiler.trace import flatten_outputs
 from .compiler.tracer import Tracer, to_node, wrap
+from .derivative_cache import derived
 from .transforms import _name, parameter_names, resolve_wrt
 
 _placeholder_ids = itertools.count()
@@ -200,7 +201,8 @@ def jacobian(fn=None, wrt=0, mode: str = "auto"):
         if not any(isinstance(a, Tracer) for a in args):
             return _compile_and_call(jacobian_fn, args)
         out = _as_node(fn(*args), fn)
-        jacobians = [wrap(_jacobian_node(out, x, mode))
+        jacobians = [wrap(derived(f"jacobian {mode}", [out], [x],
+                                  lambda x=x: [_jacobian_node(out, x, mode)])[0])
                      for x in _targets(args, positions, "jacobian")]
         return tuple(jacobians) if as_tuple else jacobians[0]
 
@@ -218,9 +220,15 @@ def _value_grad_hessian(fn, args, position: int):
         raise TraceError(f"{getattr(fn, '__name__', fn)} must return a scalar for a Hessian, "
                          f"got shape {symbolic.format_shape(value.shape)}")
     (x,) = _targets(args, (position,), "hessian")
+    gradient, hessian = derived("gradient and Hessian", [value], [x],
+                                lambda: _gradient_and_hessian(value, x))
+    return value, gradient, hessian
+
+
+def _gradient_and_hessian(value: Node, x: Node) -> list[Node]:
     # Simplified first: the Hessian differentiates σ(u), not the rule-by-rule eᵘ/(eᵘ+1).
     (gradient,) = simplify_nodes(autodiff.grad(value, [x]))
-    return value, gradient, _forward_jacobian(gradient, x, symmetric=True)
+    return [gradient, _forward_jacobian(gradient, x, symmetric=True)]
 
 
 def hessian(fn=None, wrt=0):

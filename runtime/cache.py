@@ -9,6 +9,10 @@ output tree, the BLAS flag, the optimization level, the target (triple, CPU name
 features), the fusegrad and LLVM versions and the compiler's own files (their sizes and
 modification times, so an edited checkout never reads code compiled by an older one).
 
+Derived Hessians and Jacobians are entries too (fusegrad/derivative_cache.py: a graph,
+keyed by `entry_key("derivative", ...)`, with counts of their own), in the same folder,
+format and size limit.
+
 One entry is one file `<key>.kernel`:
 
     MAGIC (8 bytes) | key (64 ASCII hex) | payload length (8, little-endian)
@@ -134,25 +138,33 @@ def kernel_key(digest: str, structure, use_blas: bool, opt_level: int) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def entry_key(kind: str, *parts: str) -> str:
+    """The key of an entry of another kind (`"derivative"`: fusegrad/derivative_cache.py):
+    a hash of the kind, the parts and the environment."""
+    text = repr((environment(), kind, parts))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def _path(key: str) -> Path:
     return directory() / f"{key}{SUFFIX}"
 
 
-def load(key: str) -> bytes | None:
-    """The payload stored under `key`, or None (missing, bad, or the cache is off)."""
+def load(key: str, counts: dict = stats) -> bytes | None:
+    """The payload stored under `key`, or None (missing, bad, or the cache is off);
+    counted in `counts` (entries of another kind keep counts of their own)."""
     if not enabled():
         return None
     try:
         data = _path(key).read_bytes()
     except OSError:
-        stats["misses"] += 1
+        counts["misses"] += 1
         return None
     payload = _check(data, key)
     if payload is None:
-        stats["bad_entries"] += 1
-        stats["misses"] += 1
+        counts["bad_entries"] += 1
+        counts["misses"] += 1
         return None
-    stats["hits"] += 1
+    counts["hits"] += 1
     _touch(_path(key))
     return payload
 
@@ -237,7 +249,7 @@ def _check(data: bytes, key: str) -> bytes | None:
     return payload
 
 
-def store(key: str, payload: bytes) -> None:
+def store(key: str, payload: bytes, counts: dict = stats) -> None:
     """Write the entry atomically; a failure turns the cache off, with one warning."""
     global _broken
     if not enabled():
@@ -257,7 +269,7 @@ def store(key: str, payload: bytes) -> None:
             os.fsync(file.fileno())
         os.replace(temp, _path(key))
         temp = None
-        stats["stores"] += 1
+        counts["stores"] += 1
         evict(folder)
     except OSError as exc:
         with _lock:

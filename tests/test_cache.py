@@ -16,6 +16,7 @@ SCRIPT = """
 import json, warnings
 import numpy as np
 import fusegrad as fg
+from fusegrad import derivative_cache
 from fusegrad.runtime import cache
 
 warnings.simplefilter("always")
@@ -28,9 +29,14 @@ with warnings.catch_warnings(record=True) as caught:
     value, grad = fg.compile_grad(loss)(w, X, y)
     hessian = fg.compile_hessian(loss)(w, X, y)[2]
 results = [float(value).hex()] + [float(g).hex() for g in grad] + [float(h).hex() for h in hessian.ravel()]
-print(json.dumps({**cache.stats, "results": results, "warnings": [str(c.message) for c in caught]}))
+totals = {k: cache.stats[k] + derivative_cache.stats.get(k, 0) for k in cache.stats}
+print(json.dumps({**totals, "kernels": cache.stats, "derivatives": derivative_cache.stats,
+                  "results": results, "warnings": [str(c.message) for c in caught]}))
 """
-KERNELS = 2  # the script compiles a gradient and a Hessian kernel
+# The script compiles a gradient and a Hessian kernel, and derives one Hessian: three
+# entries (the counts at the top level of `run`'s answer are over both kinds).
+KERNELS = 2
+ENTRIES = KERNELS + 1
 
 
 def run(folder, **env) -> dict:
@@ -57,12 +63,15 @@ def entries(folder) -> list[Path]:
 
 def test_a_warm_process_loads_the_kernels_and_computes_the_same(tmp_path):
     cold = run(tmp_path)
-    assert (cold["hits"], cold["stores"]) == (0, KERNELS)
+    assert (cold["kernels"]["hits"], cold["kernels"]["stores"]) == (0, KERNELS)
+    assert (cold["derivatives"]["hits"], cold["derivatives"]["stores"]) == (0, 1)
     # a store replaces the file (a new inode); a hit only refreshes its modification time
     stamps = [(p, p.stat().st_ino) for p in entries(tmp_path)]
-    assert len(stamps) == KERNELS
+    assert len(stamps) == ENTRIES
     warm = run(tmp_path)
-    assert (warm["hits"], warm["misses"], warm["stores"]) == (KERNELS, 0, 0)
+    assert (warm["kernels"]["hits"], warm["kernels"]["misses"]) == (KERNELS, 0)
+    assert (warm["derivatives"]["hits"], warm["derivatives"]["misses"]) == (1, 0)
+    assert warm["stores"] == 0
     assert warm["results"] == cold["results"]  # bit for bit
     assert [(p, p.stat().st_ino) for p in entries(tmp_path)] == stamps  # not rewritten
 
@@ -97,11 +106,11 @@ def test_a_bad_entry_is_rebuilt_and_replaced(tmp_path, damage):
     assert (repaired["bad_entries"], repaired["stores"], repaired["hits"]) == (
         1,
         1,
-        KERNELS - 1,
+        ENTRIES - 1,
     )
     assert repaired["results"] == cold["results"]
     warm = run(tmp_path)
-    assert (warm["hits"], warm["bad_entries"]) == (KERNELS, 0)
+    assert (warm["hits"], warm["bad_entries"]) == (ENTRIES, 0)
 
 
 def test_concurrent_processes_fill_an_empty_cache(tmp_path):
@@ -124,10 +133,10 @@ def test_concurrent_processes_fill_an_empty_cache(tmp_path):
     ]
     assert all(p.returncode == 0 for p in processes)
     assert len({json.dumps(o["results"]) for o in outputs}) == 1
-    assert len(entries(tmp_path)) == KERNELS
+    assert len(entries(tmp_path)) == ENTRIES
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]
     warm = run(tmp_path)
-    assert (warm["hits"], warm["bad_entries"]) == (KERNELS, 0)
+    assert (warm["hits"], warm["bad_entries"]) == (ENTRIES, 0)
 
 
 def test_an_unwritable_cache_directory_still_compiles(tmp_path):
