@@ -38,6 +38,16 @@ def _verify_nodes(function, params):
         rebuilt = make(node.op, node.inputs, **dict(node.attrs))
         if rebuilt is not node:
             raise FusegradError(f"verify: {node!r} is not hash-consed")
+        # `make` found the node, so its rule did not run: run it here.
+        dtype, shape = SHAPE[node.op](node.inputs, dict(node.attrs))
+        shape = tuple(symbolic.simplify(d) for d in shape)
+        if dtype != node.dtype or len(shape) != len(node.shape) or not all(
+            symbolic.dims_equal(a, b) for a, b in zip(shape, node.shape)
+        ):
+            raise FusegradError(
+                f"verify: {node!r} has shape {symbolic.format_shape(node.shape)}, but its "
+                f"rule gives {dtype}{symbolic.format_shape(shape)}"
+            )
         for dim in node.shape:
             if isinstance(dim, symbolic.Dim):
                 unknown = set(dim.symbols()) - set(function.dim_symbols())
