@@ -157,23 +157,33 @@ def to_records(outputs) -> tuple:
 
 
 def from_records(data) -> list:
-    """The output nodes of `to_records`' data: each node found, or built with the dtype
-    and shape recorded, without its shape rule. Only for records of a graph built by
-    `make` with the same compiler and the same dims merged (the derivative cache's key
-    says so), where the rule gives what was recorded."""
+    """The output nodes of `to_records`' data, each found or built by `make_known`: only
+    for records of a graph built by `make` with the same compiler and the same dims
+    merged (the derivative cache's key says so), where each rule gives what was recorded."""
     records, outputs = data
-    scope = shapes.node_scope()
     built: list[Node] = []
     for op, inputs, attrs, dtype, shape in records:
-        nodes = tuple(built[k] for k in inputs)
-        key = (scope, op, tuple(i.id for i in nodes), tuple((k, _attr_key(v)) for k, v in attrs))
-        with _lock:
-            node = _nodes.get(key)
-            if node is None:
-                node = Node(op, nodes, attrs, dtype, shape)
-                _nodes[key] = node
-        built.append(node)
+        built.append(make_known(op, tuple(built[k] for k in inputs), attrs, dtype, shape))
     return [None if k is None else built[k] for k in outputs]
+
+
+def make_known(op: str, inputs: tuple, attr_items: tuple, dtype: str, shape: tuple) -> Node:
+    """The node `op(inputs; attrs)` (attrs as `Node.attrs`: sorted pairs), found, or built
+    with the dtype and shape given instead of its rule's: for callers that know them (a
+    graph rebuilt with its dims renamed, a cache entry), when running the rule again would
+    only repeat it (~2× the cost of a node)."""
+    key = (
+        shapes.node_scope(),
+        op,
+        tuple(i.id for i in inputs),
+        tuple((k, _attr_key(v)) for k, v in attr_items),
+    )
+    with _lock:
+        node = _nodes.get(key)
+        if node is None:
+            node = Node(op, inputs, attr_items, dtype, shape)
+            _nodes[key] = node
+    return node
 
 
 def toposort(outputs) -> list[Node]:
