@@ -120,12 +120,7 @@ def make(op: str, inputs=(), **attrs) -> Node:
     """Build (or find) the node `op(inputs; attrs)`, running its shape rule."""
     inputs = tuple(inputs)
     attr_items = tuple(sorted(attrs.items()))
-    key = (
-        shapes.node_scope(),
-        op,
-        tuple(i.id for i in inputs),
-        tuple((k, _attr_key(v)) for k, v in attr_items),
-    )
+    key = _key(op, inputs, attr_items)
     with _lock:
         node = _nodes.get(key)
     if node is not None:
@@ -134,7 +129,20 @@ def make(op: str, inputs=(), **attrs) -> Node:
     if rule is None:
         raise FusegradError(f"internal error: unknown op {op!r}")
     dtype, shape = rule(inputs, attrs)
-    shape = tuple(symbolic.simplify(d) for d in shape)
+    return _add(key, op, inputs, attr_items, dtype, tuple(symbolic.simplify(d) for d in shape))
+
+
+def _key(op: str, inputs: tuple, attr_items: tuple) -> tuple:
+    return (
+        shapes.node_scope(),
+        op,
+        tuple(i.id for i in inputs),
+        tuple((k, _attr_key(v)) for k, v in attr_items),
+    )
+
+
+def _add(key: tuple, op: str, inputs: tuple, attr_items: tuple, dtype: str, shape: tuple) -> Node:
+    """The node under `key`: the one another thread added meanwhile, or this new one."""
     with _lock:
         node = _nodes.get(key)
         if node is None:
@@ -172,18 +180,7 @@ def make_known(op: str, inputs: tuple, attr_items: tuple, dtype: str, shape: tup
     with the dtype and shape given instead of its rule's: for callers that know them (a
     graph rebuilt with its dims renamed, a cache entry), when running the rule again would
     only repeat it (~2× the cost of a node)."""
-    key = (
-        shapes.node_scope(),
-        op,
-        tuple(i.id for i in inputs),
-        tuple((k, _attr_key(v)) for k, v in attr_items),
-    )
-    with _lock:
-        node = _nodes.get(key)
-        if node is None:
-            node = Node(op, inputs, attr_items, dtype, shape)
-            _nodes[key] = node
-    return node
+    return _add(_key(op, inputs, attr_items), op, inputs, attr_items, dtype, shape)
 
 
 def toposort(outputs) -> list[Node]:
