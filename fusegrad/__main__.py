@@ -1,4 +1,4 @@
-"""The command line: `python -m fusegrad build MODULE.py -o OUTDIR`.
+"""The command line: `python -m fusegrad build MODULE.py -o OUTDIR`, `python -m fusegrad cache`.
 
     python -m fusegrad build model.py -o out [--name NAME]
         [--target-cpu native|x86-64-v3|x86-64] [--no-blas]
@@ -9,6 +9,11 @@ out/lib<NAME>.a, out/<NAME>.h and out/<NAME>.pc (see fusegrad/aot/build.py); wit
 --target cuda, into CUDA C (out/<NAME>_<function>.cu), a host launcher with the kernels
 embedded (out/<NAME>_cuda.c) and out/<NAME>.h (see fusegrad/aot/cuda.py).
 A build that cannot go on prints one line that says what to do and exits with 2.
+
+    python -m fusegrad cache [--clear]
+
+prints where the on-disk kernel cache is (see runtime/cache.py), whether it is on, how
+many entries it holds and their size against the limit; --clear removes every entry.
 """
 
 from __future__ import annotations
@@ -59,11 +64,35 @@ def _parser() -> argparse.ArgumentParser:
         help="with --target cuda: the GPU archs to embed CUBINs for, comma-separated "
         "(default sm_80,sm_90; the PTX of the first is embedded too)",
     )
+    cache = commands.add_parser(
+        "cache",
+        help="show (or clear) the on-disk kernel cache",
+        description="Print the kernel cache's folder (FUSEGRAD_CACHE_DIR, else "
+        "$XDG_CACHE_HOME/fusegrad), whether it is on, its entries and their size.",
+    )
+    cache.add_argument("--clear", action="store_true", help="remove every entry")
     return parser
+
+
+def _cache_command(clear: bool) -> int:
+    from .runtime import cache
+
+    if clear:
+        print(f"removed {cache.clear()} files from {cache.directory()}")
+        return 0
+    info = cache.summary()
+    megabytes = info["bytes"] / 2**20
+    limit = info["limit_bytes"] / 2**20
+    print(f"folder:  {info['folder']}")
+    print(f"state:   {info['state']}")
+    print(f"entries: {info['entries']} ({megabytes:.1f} MB of {limit:.0f} MB)")
+    return 0
 
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "cache":
+        return _cache_command(args.clear)
     from .aot import build_library
 
     try:

@@ -82,6 +82,28 @@ def clear() -> int:
     return removed
 
 
+def summary() -> dict:
+    """What `python -m fusegrad cache` prints: the folder, whether the cache is on (and
+    if not, why), its entries and their size, and the size limit."""
+    folder = directory()
+    sizes = []
+    if folder.is_dir():
+        for item in os.scandir(folder):
+            if item.name.endswith(SUFFIX) and not item.name.startswith(".tmp-"):
+                try:
+                    sizes.append(item.stat().st_size)
+                except OSError:  # removed meanwhile by another process
+                    pass
+    if os.environ.get("FUSEGRAD_CACHE", "1") == "0":
+        state = "off (FUSEGRAD_CACHE=0)"
+    elif _broken is not None:
+        state = f"off for this process ({_broken})"
+    else:
+        state = "on"
+    return {"folder": str(folder), "state": state, "entries": len(sizes),
+            "bytes": sum(sizes), "limit_bytes": max_bytes()}
+
+
 def environment() -> str:
     """Versions, target and compiler files: what every key shares in this process."""
     global _environment

@@ -252,3 +252,24 @@ def test_the_source_fingerprint_follows_every_source_file_below_the_folders(tmp_
     cache._fingerprint_rows(str(tmp_path), "", changed)
     assert changed[0] == rows[0] and changed[1] != rows[1]
     assert len(cache._source_fingerprint()) == 64
+
+
+def test_the_cache_command_shows_and_clears_the_entries(tmp_path):
+    run(tmp_path)
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("FUSEGRAD_CACHE")}
+    environment["FUSEGRAD_CACHE_DIR"] = str(tmp_path)
+
+    def command(*args) -> str:
+        completed = subprocess.run(
+            [sys.executable, "-m", "fusegrad", "cache", *args],
+            env=environment, capture_output=True, text=True, timeout=60, check=True,
+        )
+        return completed.stdout
+
+    shown = command()
+    assert f"folder:  {tmp_path}" in shown and "state:   on" in shown
+    assert f"entries: {ENTRIES} (" in shown and "of 512 MB)" in shown
+    assert command("--clear") == f"removed {ENTRIES} files from {tmp_path}\n"
+    assert "entries: 0 (0.0 MB" in command()
+    environment["FUSEGRAD_CACHE"] = "0"
+    assert "state:   off (FUSEGRAD_CACHE=0)" in command()
