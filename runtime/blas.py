@@ -1,10 +1,11 @@
 """OpenBLAS for matrix–matrix products, from the `scipy-openblas32` wheel.
 
-The library is loaded once (cffi ABI mode) and the addresses of its row-major
-CBLAS entry points are handed to the JIT; a kernel passes them to the C runtime's
-product functions, which call them. Its symbols carry the wheel's prefix:
-`scipy_cblas_dgemm`. Dims are 32-bit ints in this build; the kernels check that
-they fit.
+The library is loaded once and the addresses of its row-major CBLAS entry points are
+handed to the JIT; a kernel passes them to the C runtime's product functions, which
+call them. Its symbols carry the wheel's prefix: `scipy_cblas_dgemm`. Dims are 32-bit
+ints in this build; the kernels check that they fit. It is loaded with ctypes, which
+needs no declarations: this process only takes addresses and sets the thread count
+(cffi's ABI mode parsed the prototypes with pycparser, ~20 ms of every process's start).
 
 OpenBLAS is set to one thread: fusegrad runs the products on its own pool, one
 single-threaded BLAS call per piece of a product (csrc/fusegrad_products.c), so
@@ -15,36 +16,12 @@ threads.)
 
 from __future__ import annotations
 
+import ctypes
 import os
 import threading
 
-import cffi
+from ..compiler.llvm.blas_names import ALL_BLAS_SYMBOLS
 
-from ..compiler.llvm.render import BLAS_SYMBOLS
-
-_ffi = cffi.FFI()
-_ffi.cdef(
-    """
-    void scipy_cblas_dgemm(int order, int transa, int transb, int m, int n, int k,
-                           double alpha, const double *a, int lda, const double *b, int ldb,
-                           double beta, double *c, int ldc);
-    void scipy_cblas_sgemm(int order, int transa, int transb, int m, int n, int k,
-                           float alpha, const float *a, int lda, const float *b, int ldb,
-                           float beta, float *c, int ldc);
-    void scipy_cblas_dgemmt(int order, int uplo, int transa, int transb, int n, int k,
-                            double alpha, const double *a, int lda, const double *b, int ldb,
-                            double beta, double *c, int ldc);
-    void scipy_cblas_sgemmt(int order, int uplo, int transa, int transb, int n, int k,
-                            float alpha, const float *a, int lda, const float *b, int ldb,
-                            float beta, float *c, int ldc);
-    void scipy_cblas_dsyrk(int order, int uplo, int trans, int n, int k, double alpha,
-                           const double *a, int lda, double beta, double *c, int ldc);
-    void scipy_cblas_ssyrk(int order, int uplo, int trans, int n, int k, float alpha,
-                           const float *a, int lda, float beta, float *c, int ldc);
-    void scipy_openblas_set_num_threads(int n);
-    int scipy_openblas_get_num_threads(void);
-    """
-)
 _lock = threading.Lock()
 _library = None
 _missing = None
@@ -59,12 +36,17 @@ def _load():
             import scipy_openblas32
 
             path = os.path.join(scipy_openblas32.get_lib_dir(), f"lib{scipy_openblas32.get_library()}.so")
-            _library = _ffi.dlopen(path)
-        except (ImportError, OSError) as exc:
+            library = ctypes.CDLL(path)
+            library.scipy_openblas_set_num_threads.argtypes = [ctypes.c_int]
+            library.scipy_openblas_set_num_threads.restype = None
+            library.scipy_openblas_get_num_threads.argtypes = []
+            library.scipy_openblas_get_num_threads.restype = ctypes.c_int
+        except (ImportError, OSError, AttributeError) as exc:
             _missing = str(exc)
             return None
         # fusegrad's pool runs the products (see the module doc)
-        _library.scipy_openblas_set_num_threads(1)
+        library.scipy_openblas_set_num_threads(1)
+        _library = library
         return _library
 
 
@@ -73,14 +55,16 @@ def available() -> bool:
 
 
 def symbol_addresses() -> dict[str, int]:
-    """Addresses of the BLAS entry points, for `llvmlite.binding.add_symbol`."""
+    """Addresses of the BLAS entry points, for the JIT (runtime/jit.py). One the library
+    lacks (gemmt before OpenBLAS 0.3.20) is left out: a kernel that calls it fails to
+    link, with a `CompileError` that names it."""
     library = _load()
     if library is None:
         return {}
     return {
-        name: int(_ffi.cast("uintptr_t", _ffi.addressof(library, name)))
-        for table in BLAS_SYMBOLS.values()  # gemm; gemmt (OpenBLAS ≥ 0.3.20); syrk
-        for name in table.values()
+        name: ctypes.cast(getattr(library, name), ctypes.c_void_p).value
+        for name in sorted(ALL_BLAS_SYMBOLS)
+        if hasattr(library, name)
     }
 
 

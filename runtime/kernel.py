@@ -35,13 +35,19 @@ from . import blas, cache
 from .binder import make_caller, native_binder
 from .jit import OPT_LEVEL, host_vector_bytes, jit_compile, jit_load
 
-_ffi = cffi.FFI()
+
+@functools.cache
+def _cffi() -> cffi.FFI:
+    # Made at the first use: creating an FFI imports cffi's C parser (pycparser, ~15 ms),
+    # which a kernel called through the C binder never needs.
+    return cffi.FFI()
+
+
 _C_TYPES = {"float64": "double *", "float32": "float *", "bool": "uint8_t *"}
 _C_ARRAYS = {"float64": "double[]", "float32": "float[]", "bool": "uint8_t[]"}
 
 
 class Kernel:
-    ffi = _ffi
     c_array_types = _C_ARRAYS
 
     def __init__(self, function: Function, tree: OutputTree, use_blas: bool):
@@ -67,9 +73,13 @@ class Kernel:
         ]
         return f"int(*)({', '.join(c_args) or 'void'})"
 
+    @property
+    def ffi(self) -> cffi.FFI:
+        return _cffi()
+
     @functools.cached_property
     def entry(self):
-        return _ffi.cast(self.c_signature, self.jit.address)
+        return _cffi().cast(self.c_signature, self.jit.address)
 
     @functools.cached_property
     def call_arrays(self):

@@ -2,6 +2,7 @@
 caller: same results and types for the arguments it accepts, NotImplemented (and so the
 Python path, its conversions and its errors) for every other argument, no leaks."""
 
+import subprocess
 import sys
 import threading
 import time
@@ -446,3 +447,18 @@ def test_a_large_output_returned_in_a_loop_does_not_fault_its_pages_in_again():
         f(x)  # each result dies before the next call
     per_call = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 20
     assert per_call < 30  # a fresh 9.6 MB array from the system: ~5–2,400 faults
+
+
+def test_compiling_and_calling_never_parses_c_declarations():
+    # cffi's C parser (pycparser) costs ~15–20 ms to import: the BLAS is loaded with
+    # ctypes and the Python caller's FFI is made at its first use, so a process that
+    # compiles and calls through the C binder never imports it.
+    code = (
+        "import sys, numpy as np, fusegrad as fg\n"
+        "f = fg.compile_hessian(lambda w, X: np.sum(np.log1p(np.exp(X @ w))))\n"
+        "f(np.zeros(3), np.ones((5, 3)))\n"
+        "print('pycparser' in sys.modules)\n"
+    )
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                               timeout=120, check=True)
+    assert completed.stdout.strip() == "False"

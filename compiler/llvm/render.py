@@ -50,6 +50,7 @@ from llvmlite import ir
 from .. import loopir, symbolic
 from ..errors import CompileError
 from . import row_dots
+from .blas_names import BLAS_SYMBOLS
 from .scalar import (
     ACC_IDENTITY,
     ACC_UPDATE,
@@ -72,10 +73,6 @@ INT32_MAX = 2**31 - 1
 #: The BLAS entry points (row-major CBLAS, the symbols of the scipy-openblas32 build,
 #: resolved by the runtime) by routine and dtype; generated code passes their addresses
 #: to the C runtime's product functions (csrc/fusegrad_products.c), which call them.
-BLAS_SYMBOLS = {
-    routine: {"float64": f"scipy_cblas_d{routine}", "float32": f"scipy_cblas_s{routine}"}
-    for routine in ("gemm", "gemmt", "syrk")
-}
 NSW = ("nsw",)
 #: Innermost iterations a block of a parallel loop runs at least (see the module doc).
 PARALLEL_GRAIN_WORK = 16384

@@ -24,19 +24,12 @@ from pathlib import Path
 
 from .. import __version__
 from ..compiler.errors import FusegradError
+from ..compiler.llvm.blas_names import ALL_BLAS_SYMBOLS
 from . import link
 from .codegen import Target, compile_kernel, emit_object
 from .collect import C_KEYWORDS, BuildError, collect, load_module
 from .csource import api_source, header
 
-BLAS_SYMBOLS = {
-    "scipy_cblas_dgemm",
-    "scipy_cblas_sgemm",
-    "scipy_cblas_dgemmt",
-    "scipy_cblas_sgemmt",
-    "scipy_cblas_dsyrk",
-    "scipy_cblas_ssyrk",
-}
 
 
 @dataclass
@@ -229,7 +222,7 @@ class _Build:
             raise BuildError(
                 f"lib{library}.so exports internal symbols {', '.join(extra)} (a fusegrad bug)"
             )
-        blas = BLAS_SYMBOLS if self.blas_flags else set()
+        blas = ALL_BLAS_SYMBOLS if self.blas_flags else set()
         unexpected = link.unexpected_undefined(self.tools.undefined(shared), blas)
         if unexpected:
             raise BuildError(
