@@ -17,6 +17,7 @@ threads.)
 from __future__ import annotations
 
 import ctypes
+import importlib.util
 import os
 import threading
 
@@ -33,9 +34,9 @@ def _load():
         if _library is not None or _missing is not None:
             return _library
         try:
-            import scipy_openblas32
-
-            path = os.path.join(scipy_openblas32.get_lib_dir(), f"lib{scipy_openblas32.get_library()}.so")
+            path = library_path()
+            if path is None:
+                raise ImportError("scipy-openblas32 is not installed")
             library = ctypes.CDLL(path)
             library.scipy_openblas_set_num_threads.argtypes = [ctypes.c_int]
             library.scipy_openblas_set_num_threads.restype = None
@@ -48,6 +49,32 @@ def _load():
         library.scipy_openblas_set_num_threads(1)
         _library = library
         return _library
+
+
+def library_path() -> str | None:
+    """The wheel's library file, or None (not installed), found without importing the
+    wheel's package, whose `__init__` asks importlib.metadata for its version (15–19 ms
+    of a process's start; loading the library itself takes ~1 ms): the wheel keeps it in
+    its `lib/` folder as `libscipy_openblas*.so`. Another layout falls back to the
+    package's own `get_lib_dir()` and `get_library()`."""
+    spec = importlib.util.find_spec("scipy_openblas32")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    folder = os.path.join(list(spec.submodule_search_locations)[0], "lib")
+    try:
+        names = sorted(n for n in os.listdir(folder)
+                       if n.startswith("libscipy_openblas") and ".so" in n)
+    except OSError:
+        names = []
+    if names:
+        return os.path.join(folder, names[0])
+    try:
+        import scipy_openblas32
+
+        path = os.path.join(scipy_openblas32.get_lib_dir(), f"lib{scipy_openblas32.get_library()}.so")
+    except (ImportError, AttributeError, OSError, IndexError):
+        return None
+    return path if os.path.isfile(path) else None
 
 
 def available() -> bool:
