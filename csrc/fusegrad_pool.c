@@ -8,25 +8,32 @@
  *
  * Model
  *   One pool per process: `workers` threads plus the thread that calls
- *   fg_parallel_for. A call cuts [0, n) into nblocks <= num_threads contiguous
- *   blocks of at least `grain` iterations each (sizes differ by at most one),
- *   gives blocks 1 .. nblocks-1 to workers 0 .. nblocks-2, runs block 0 itself
- *   and returns when every block is done. Only the workers that get a block
- *   are woken.
+ *   fg_parallel_for. A call cuts [0, n) into nblocks <= FG_BLOCKS_PER_THREAD x
+ *   num_threads contiguous blocks of at least `grain` iterations each (sizes
+ *   differ by at most one), wakes up to nblocks - 1 workers, and every thread of
+ *   the call, the caller too, claims blocks in order from one atomic cursor until
+ *   none is left; the call returns when every block is done. Only the workers the
+ *   call needs are woken.
  *
- *   Hand-off: each worker owns a slot (job + ticket). The dispatcher writes the
- *   job, then bumps the ticket; the worker spins on the ticket for a short
- *   time (FG_SPIN_NS) after its last job and then sleeps on its own condition
- *   variable. Completion is a shared countdown the dispatcher spins on (then
- *   sleeps). Sleeping and waking use the "set the sleeping flag, then re-check"
- *   protocol with sequentially consistent atomics, so no wake-up is lost and
- *   the common case (spinning peer) takes no lock at all.
+ *   Why blocks are claimed, not assigned: on a shared machine one core can run at
+ *   half speed for seconds (the host runs something on its sibling hyperthread).
+ *   With one block per thread the call waited for the slow core's half; claimed
+ *   blocks let the fast core run more of them. A worker that is still waking up
+ *   (or descheduled on a busy machine) finds no block left and delays nothing.
  *
- *   A block is run by whoever claims it first (compare-and-swap of the slot's
- *   `claimed` from ticket - 1 to ticket): its worker, or the dispatcher, which
- *   after its own block claims the blocks no worker has started yet. A worker
- *   that is still waking up (or descheduled on a busy machine) thus delays the
- *   call by no more than the time its block takes.
+ *   Hand-off: each worker owns a slot (generation + ticket). The dispatcher
+ *   writes the call's generation, then bumps the ticket; the worker spins on the
+ *   ticket for a short time (FG_SPIN_NS) after its last job and then sleeps on its
+ *   own condition variable. Completion is a shared countdown of blocks that the
+ *   dispatcher spins on (then sleeps). Sleeping and waking use the "set the
+ *   sleeping flag, then re-check" protocol with sequentially consistent atomics,
+ *   so no wake-up is lost and the common case (spinning peer) takes no lock.
+ *
+ *   The cursor holds the call's generation next to the next block's index, and a
+ *   block is claimed by compare-and-swap of both: a worker that wakes after its
+ *   call ended (and another began) fails the claim instead of running the old
+ *   call's body on the new call's blocks. A successful claim keeps the call, and
+ *   so the body, context and block sizes it reads, alive until that block is done.
  *
  * Concurrency (documented choice)
  *   The pool serves one fg_parallel_for at a time, guarded by a mutex taken
@@ -81,6 +88,8 @@
 #define FG_YIELD_AFTER_NS 20000L
 /* Spin iterations between two clock reads. */
 #define FG_SPIN_CHECK 64
+/* Blocks a call is cut into per thread (see the model above). */
+#define FG_BLOCKS_PER_THREAD 4
 
 #define LOAD(p) __atomic_load_n((p), __ATOMIC_SEQ_CST)
 #define LOAD_ACQ(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
@@ -88,13 +97,9 @@
 
 /* One worker's slot; 64-byte aligned (fg_alloc) so slots share no cache line. */
 typedef struct fg_worker {
-    /* the job, written by the dispatcher before it bumps `ticket` */
-    fg_parallel_body body;
-    void *ctx;
-    int64_t begin, end;
-    unsigned long ticket;  /* atomic: bumped once per job */
-    unsigned long claimed; /* atomic: the ticket of the last job someone claimed */
-    int sleeping;          /* atomic: 1 while the worker waits on `wake` */
+    unsigned long generation; /* atomic: the call, written before `ticket` is bumped */
+    unsigned long ticket;     /* atomic: bumped once per job */
+    int sleeping;             /* atomic: 1 while the worker waits on `wake` */
     pthread_mutex_t lock;
     pthread_cond_t wake;
 } fg_worker;
@@ -104,13 +109,19 @@ static struct {
     int num_threads;             /* atomic: configured thread count */
     int nworkers;                /* workers created (guarded by `busy`) */
     fg_worker *workers[FG_MAX_THREADS];
+    /* the current call, written by the dispatcher before it publishes `cursor` */
+    fg_parallel_body body;
+    void *ctx;
+    int64_t nblocks, size, rest; /* blocks 0 .. rest-1 have size+1 iterations */
+    unsigned long generation;    /* the last call's (guarded by `busy`) */
+    uint64_t cursor;             /* atomic: generation << 32 | the next block to claim */
     /* completion of the current call */
-    long pending;                /* atomic: blocks not yet finished by workers */
+    long pending;                /* atomic: blocks not yet finished */
     int caller_sleeping;         /* atomic */
     pthread_mutex_t done_lock;
     pthread_cond_t done;
-} pool = {PTHREAD_MUTEX_INITIALIZER, 0, 0, {0}, 0, 0, PTHREAD_MUTEX_INITIALIZER,
-          PTHREAD_COND_INITIALIZER};
+} pool = {PTHREAD_MUTEX_INITIALIZER, 0, 0, {0}, NULL, NULL, 0, 0, 0, 0, 0, 0, 0,
+          PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER};
 
 static pthread_once_t pool_once = PTHREAD_ONCE_INIT;
 
@@ -194,6 +205,7 @@ static void atfork_child(void)
     pthread_cond_init(&pool.done, NULL);
     pool.nworkers = 0;
     memset(pool.workers, 0, sizeof(pool.workers));
+    pool.cursor = 0;
     pool.pending = 0;
     pool.caller_sleeping = 0;
 }
@@ -217,13 +229,30 @@ static void finish_block(void)
     }
 }
 
-/* Whether the calling thread (w's worker or the dispatcher) gets to run job `ticket`
- * of slot w: exactly one of them does. */
-static int claim(fg_worker *w, unsigned long ticket)
+/* The next unclaimed block of call `generation`, or -1 (none left, or that call is
+ * over). */
+static int64_t claim_block(unsigned long generation)
 {
-    unsigned long expected = ticket - 1;
-    return __atomic_compare_exchange_n(&w->claimed, &expected, ticket, 0, __ATOMIC_ACQ_REL,
-                                       __ATOMIC_ACQUIRE);
+    uint64_t cursor = LOAD(&pool.cursor);
+    for (;;) {
+        if ((cursor >> 32) != (generation & 0xffffffffUL) ||
+            (int64_t)(cursor & 0xffffffffULL) >= pool.nblocks)
+            return -1;
+        if (__atomic_compare_exchange_n(&pool.cursor, &cursor, cursor + 1, 0,
+                                        __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
+            return (int64_t)(cursor & 0xffffffffULL);
+    }
+}
+
+/* Claim and run blocks of call `generation` until none is left. */
+static void run_blocks(unsigned long generation)
+{
+    int64_t k;
+    while ((k = claim_block(generation)) >= 0) {
+        int64_t begin = k * pool.size + (k < pool.rest ? k : pool.rest);
+        pool.body(pool.ctx, begin, begin + pool.size + (k < pool.rest));
+        finish_block();
+    }
 }
 
 static void *worker_main(void *arg)
@@ -244,10 +273,7 @@ static void *worker_main(void *arg)
             pthread_mutex_unlock(&w->lock);
         }
         seen = LOAD_ACQ(&w->ticket);
-        if (claim(w, seen)) {
-            w->body(w->ctx, w->begin, w->end);
-            finish_block();
-        }
+        run_blocks(LOAD(&w->generation));
     }
     return NULL;
 }
@@ -295,12 +321,9 @@ static void grow_pool(int wanted)
     pthread_attr_destroy(&attr);
 }
 
-static void hand_off(fg_worker *w, fg_parallel_body body, void *ctx, int64_t begin, int64_t end)
+static void hand_off(fg_worker *w, unsigned long generation)
 {
-    w->body = body;
-    w->ctx = ctx;
-    w->begin = begin;
-    w->end = end;
+    STORE(&w->generation, generation);
     /* seq_cst store, then seq_cst load of `sleeping`: pairs with the worker's
      * store of `sleeping` and re-check of `ticket` (one of the two sees the other) */
     STORE(&w->ticket, __atomic_load_n(&w->ticket, __ATOMIC_RELAXED) + 1);
@@ -329,7 +352,8 @@ static void wait_for_workers(void)
 /* -- the API ------------------------------------------------------------------------- */
 void fg_parallel_for(int64_t n, int64_t grain, fg_parallel_body body, void *ctx)
 {
-    int64_t nblocks, size, rest, begin, k;
+    int64_t nblocks, helpers, k;
+    unsigned long generation;
     int threads;
 
     if (n <= 0)
@@ -348,34 +372,27 @@ void fg_parallel_for(int64_t n, int64_t grain, fg_parallel_body body, void *ctx)
     }
     grow_pool(threads - 1);
     nblocks = n / grain; /* every block gets at least `grain` iterations */
-    if (nblocks > (int64_t)threads)
-        nblocks = threads;
-    if (nblocks > (int64_t)pool.nworkers + 1) /* fewer if thread creation failed */
-        nblocks = (int64_t)pool.nworkers + 1;
-    if (nblocks <= 1) {
+    if (nblocks > (int64_t)threads * FG_BLOCKS_PER_THREAD)
+        nblocks = (int64_t)threads * FG_BLOCKS_PER_THREAD;
+    helpers = nblocks - 1 < (int64_t)threads - 1 ? nblocks - 1 : (int64_t)threads - 1;
+    if (helpers > (int64_t)pool.nworkers) /* fewer if thread creation failed */
+        helpers = pool.nworkers;
+    if (helpers < 1) {
         pthread_mutex_unlock(&pool.busy);
         body(ctx, 0, n);
         return;
     }
-    /* blocks 0 .. rest-1 have size+1 iterations, the others size */
-    size = n / nblocks;
-    rest = n % nblocks;
-    STORE(&pool.pending, (long)(nblocks - 1));
-    begin = size + (rest > 0);
-    for (k = 1; k < nblocks; ++k) {
-        int64_t end = begin + size + (k < rest);
-        hand_off(pool.workers[k - 1], body, ctx, begin, end);
-        begin = end;
-    }
-    body(ctx, 0, size + (rest > 0));
-    /* blocks that no worker has started yet: run them here rather than wait */
-    for (k = 1; k < nblocks; ++k) {
-        fg_worker *w = pool.workers[k - 1];
-        if (claim(w, __atomic_load_n(&w->ticket, __ATOMIC_RELAXED))) {
-            body(ctx, w->begin, w->end);
-            __atomic_sub_fetch(&pool.pending, 1, __ATOMIC_SEQ_CST);
-        }
-    }
+    pool.body = body;
+    pool.ctx = ctx;
+    pool.nblocks = nblocks;
+    pool.size = n / nblocks;
+    pool.rest = n % nblocks;
+    generation = ++pool.generation;
+    STORE(&pool.pending, (long)nblocks);
+    STORE(&pool.cursor, (uint64_t)(generation & 0xffffffffUL) << 32);
+    for (k = 0; k < helpers; ++k)
+        hand_off(pool.workers[k], generation);
+    run_blocks(generation);
     wait_for_workers();
     pthread_mutex_unlock(&pool.busy);
 }

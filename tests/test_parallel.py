@@ -376,7 +376,7 @@ def _record_blocks(size, grain, nested=None, wait_for=1):
     """Blocks fg_parallel_for hands a Python callback: (begin, end, thread id). With a
     list `nested`, each block also records (its thread id, the blocks of a nested call).
     The first block waits (up to 10 s) until `wait_for` blocks have started, so that the
-    caller does not run (steal) blocks that workers are about to take."""
+    caller does not claim every block before a worker wakes up."""
     lib, cffi_ffi = native.lib, native.ffi
     blocks, lock = [], threading.Lock()
 
@@ -396,6 +396,9 @@ def _record_blocks(size, grain, nested=None, wait_for=1):
     return sorted(blocks)
 
 
+BLOCKS_PER_THREAD = 4  # FG_BLOCKS_PER_THREAD in csrc/fusegrad_pool.c
+
+
 def test_parallel_for_blocks_cover_the_range(threads):
     threads(4)
     assert _record_blocks(0, 1) == [] and _record_blocks(-5, 1) == []
@@ -403,23 +406,50 @@ def test_parallel_for_blocks_cover_the_range(threads):
     assert _record_blocks(10, 10) == [(0, 10, caller)]  # n ≤ grain: on the calling thread
     for size, grain in [(2, 1), (10, 3), (1000, 1), (1001, 400), (7, 0)]:
         blocks = _record_blocks(size, grain)
-        assert len(blocks) <= 4
+        assert len(blocks) <= 4 * BLOCKS_PER_THREAD
         assert blocks[0][0] == 0 and blocks[-1][1] == size
         assert all(a[1] == b[0] for a, b in itertools.pairwise(blocks))
         assert all(end - begin >= max(grain, 1) for begin, end, _ in blocks)
+        sizes = {end - begin for begin, end, _ in blocks}
+        assert max(sizes) - min(sizes) <= 1
     threads(2)
-    (first, second) = _record_blocks(1000, 1, wait_for=2)  # the caller runs the first block
-    assert first == (0, 500, caller) and second[:2] == (500, 1000) and second[2] != caller
+    blocks = _record_blocks(1000, 1, wait_for=2)  # block 0 waits until another started
+    assert [(b, e) for b, e, _ in blocks] == [(k * 125, k * 125 + 125) for k in range(8)]
+    assert len({thread for _, _, thread in blocks}) == 2  # the caller and a worker
     threads(1)
     assert _record_blocks(1000, 1) == [(0, 1000, caller)]
+
+
+def test_a_slow_thread_does_not_hold_the_call_up(threads):
+    # A core slowed by the host (a busy sibling hyperthread) runs fewer blocks: the
+    # others are claimed by the threads that are free. With one block per thread the
+    # caller would have waited for the slow worker's half of the range.
+    threads(2)
+    lib, cffi_ffi = native.lib, native.ffi
+    caller, started, lock, ran = threading.get_ident(), threading.Event(), threading.Lock(), []
+
+    @cffi_ffi.callback("void(void *, int64_t, int64_t)")
+    def body(ctx, begin, end):
+        with lock:
+            ran.append((begin, end, threading.get_ident()))
+        if threading.get_ident() != caller:
+            started.set()
+            time.sleep(0.3)  # the slow core's block
+        else:
+            started.wait(10)  # until a worker holds a block
+
+    lib.fg_parallel_for(1000, 1, body, cffi_ffi.NULL)
+    by_worker = [block for block in ran if block[2] != caller]
+    assert len(ran) == 2 * BLOCKS_PER_THREAD and len(by_worker) == 1
+    assert sorted((b, e) for b, e, _ in ran) == [(k * 125, k * 125 + 125) for k in range(8)]
 
 
 def test_parallel_for_nested_calls_run_serially(threads):
     threads(2)
     nested = []
     blocks = _record_blocks(4, 1, nested, wait_for=2)
-    assert [(b, e) for b, e, _ in blocks] == [(0, 2), (2, 4)]
-    assert len(nested) == 2
+    assert [(b, e) for b, e, _ in blocks] == [(0, 1), (1, 2), (2, 3), (3, 4)]
+    assert len(nested) == 4
     for thread, inner in nested:  # the whole inner range, on the thread that called it
         assert inner == [(0, 100, thread)]
 
