@@ -87,13 +87,16 @@ def summary() -> dict:
     if not, why), its entries and their size, and the size limit."""
     folder = directory()
     sizes = []
-    if folder.is_dir():
-        for item in os.scandir(folder):
-            if item.name.endswith(SUFFIX) and not item.name.startswith(".tmp-"):
-                try:
-                    sizes.append(item.stat().st_size)
-                except OSError:  # removed meanwhile by another process
-                    pass
+    try:
+        listing = list(os.scandir(folder)) if folder.is_dir() else []
+    except OSError:  # not readable: shown as empty, with the folder named
+        listing = []
+    for item in listing:
+        if item.name.endswith(SUFFIX) and not item.name.startswith(".tmp-"):
+            try:
+                sizes.append(item.stat().st_size)
+            except OSError:  # removed meanwhile by another process
+                pass
     if os.environ.get("FUSEGRAD_CACHE", "1") == "0":
         state = "off (FUSEGRAD_CACHE=0)"
     elif _broken is not None:
