@@ -70,9 +70,6 @@ from .scalar import (
 STATUS_OK, STATUS_NEGATIVE_DIM, STATUS_NO_MEMORY = 0, 1, 2
 STATUS_BLAS_DIMS = 4  # a matrix dim exceeds the 32-bit ints of the BLAS
 INT32_MAX = 2**31 - 1
-#: The BLAS entry points (row-major CBLAS, the symbols of the scipy-openblas32 build,
-#: resolved by the runtime) by routine and dtype; generated code passes their addresses
-#: to the C runtime's product functions (csrc/fusegrad_products.c), which call them.
 NSW = ("nsw",)
 #: Innermost iterations a block of a parallel loop runs at least (see the module doc).
 PARALLEL_GRAIN_WORK = 16384

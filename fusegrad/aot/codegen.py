@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import llvmlite.binding as llvm
 
 from ..compiler import pipeline
+from ..compiler.llvm.blas_names import PREFIX as BLAS_PREFIX
 from ..compiler.llvm.render import render_program
 from ..runtime import jit, native
 from .collect import BuildError, Entry
@@ -33,7 +34,6 @@ TARGET_CPUS = {
 }
 #: The C runtime functions generated code calls (renamed per library).
 RUNTIME_CALLS = native.JIT_SYMBOLS
-BLAS_PREFIX = "scipy_cblas_"
 
 
 @dataclass
@@ -99,7 +99,7 @@ def compile_kernel(entry: Entry, library: str, target: Target, blas: bool) -> Co
             f"{entry.c_name}: the kernel's dims {program.dims} are not its parameters'"
         )
     llvm_ir = render_program(program, vector_bytes=jit.vector_bytes(target.cpu, target.features))
-    uses_blas = BLAS_PREFIX in llvm_ir
+    uses_blas = BLAS_PREFIX in llvm_ir  # the renderer declared a BLAS function
     symbol = kernel_symbol(library, entry)
     with jit._LOCK, jit._no_vector_epilogue():
         machine = target.machine()
